@@ -1,0 +1,212 @@
+"""``hall-appliance``: run the daemon, the simulator, check a config, drive a running simulator.
+
+No traceback ever reaches the person at the keyboard: every failure is one clear message and
+an exit code (2 for a bad config or bad arguments, 1 for anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .broker import BrokerUnavailable, PrivateBroker, mosquitto_binary
+from .config import load_config
+from .control import ControlClient
+from .errors import ApplianceError, ConfigError
+
+DEFAULT_CONFIG = "/etc/hall-appliance/appliance.toml"
+SIMULATOR_CONFIG = "config/simulator.toml"
+
+log = logging.getLogger("appliance")
+
+
+def _default_config() -> str:
+    env = os.environ.get("HALL_APPLIANCE_CONFIG")
+    if env:
+        return env
+    return SIMULATOR_CONFIG if Path(SIMULATOR_CONFIG).exists() else DEFAULT_CONFIG
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    # stdout, no timestamps of our own: journald adds them (and our clock may be wrong).
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stdout,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _print_config_error(exc: ConfigError, path: str) -> None:
+    print(f"{path}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        _print_config_error(exc, args.path)
+        return 2
+    print(f"{args.path}: OK — device {config.device.id}, {len(config.windows)} window(s), broker {config.broker.host or 'none (queue only)'}")
+    return 0
+
+
+def _run_daemon(config, *, simulate: bool) -> int:
+    from .daemon import Daemon
+
+    daemon = Daemon(config, simulate=simulate)
+    daemon.install_signal_handlers()
+    try:
+        daemon.start()
+        if simulate:
+            _print_simulator_help(config)
+        daemon.serve()
+    finally:
+        daemon.stop()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc, args.config)
+        return 2
+    return _run_daemon(config, simulate=False)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc, args.config)
+        return 2
+    broker = None
+    if not config.broker.host and not args.no_broker:
+        if mosquitto_binary():
+            broker = PrivateBroker(config.store.path.parent / "broker")
+            try:
+                broker.start()
+            except BrokerUnavailable as exc:
+                print(f"could not start a private Mosquitto ({exc}); events are recorded and queued", file=sys.stderr)
+                broker = None
+            else:
+                config = dataclasses.replace(config, broker=dataclasses.replace(config.broker, host=broker.host, port=broker.port))
+                print(f"private Mosquitto on {broker.host}:{broker.port}. Watch the events with:\n\n    {broker.sub_command()}\n", flush=True)
+        else:
+            print("no broker configured and mosquitto is not installed: events are recorded and queued (apt-get install mosquitto)", flush=True)
+    try:
+        return _run_daemon(config, simulate=True)
+    finally:
+        if broker:
+            broker.stop()
+
+
+def _print_simulator_help(config) -> None:
+    w = config.windows[0] if config.windows else None
+    example = f"{w.id} {w.buttons[0][0]}" if w and w.buttons else "WINDOW LEVEL"
+    print(
+        "\nThe simulated hall is running. From another shell:\n\n"
+        f"    hall-appliance sim press {example}      # press a rating button\n"
+        "    hall-appliance sim status\n"
+        "    hall-appliance sim events\n\n"
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    socket_path = args.socket
+    if not socket_path:
+        try:
+            socket_path = load_config(args.config).control.socket
+        except ConfigError as exc:
+            _print_config_error(exc, args.config)
+            return 2
+    client = ControlClient(socket_path)
+    if args.action == "press":
+        result = client.call("press", window=args.window, level=args.level)
+        print(f"pressed {result['level']} at {result['window']} (seq {result['seq']})")
+    elif args.action == "badge":
+        result = client.call("badge", card=args.card)
+        print(json.dumps(result, ensure_ascii=False))
+    elif args.action == "status":
+        print(json.dumps(client.call("status"), ensure_ascii=False, indent=2))
+    elif args.action == "events":
+        for event in reversed(client.call("events", limit=args.limit)):
+            print(f"{event['seq']:>6} {event['stream']:<9} {event['type']:<18} {event['outbox_state']:<9} {json.dumps(event['data'], ensure_ascii=False)}")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hall-appliance", description="The township service hall appliance.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon on the device (systemd starts this)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate", help="run the whole appliance with simulated hardware")
+    sim.add_argument("--config", default=SIMULATOR_CONFIG, help=f"config file (default {SIMULATOR_CONFIG})")
+    sim.add_argument("--no-broker", action="store_true", help="do not start a private Mosquitto; record and queue only")
+    sim.add_argument("-v", "--verbose", action="store_true")
+    sim.set_defaults(func=cmd_simulate)
+
+    check = sub.add_parser("check-config", help="list every problem in a config file (exit 2 if any)")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_check_config)
+
+    ctl = sub.add_parser("sim", help="drive a running appliance: press buttons, swipe badges, read status")
+    ctl.add_argument("--config", default=_default_config(), help="config whose control socket to use")
+    ctl.add_argument("--socket", help="control socket path (overrides --config)")
+    actions = ctl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    press = actions.add_parser("press", help="press WINDOW's LEVEL button")
+    press.add_argument("window")
+    press.add_argument("level", help="very_satisfied, satisfied, basically_satisfied, dissatisfied or very_dissatisfied")
+    badge = actions.add_parser("badge", help="swipe a badge")
+    badge.add_argument("card")
+    actions.add_parser("status", help="print the live status")
+    events = actions.add_parser("events", help="print the latest events")
+    events.add_argument("-n", "--limit", type=int, default=20)
+    ctl.set_defaults(func=cmd_sim)
+
+    ver = sub.add_parser("version", help="print the software version")
+    ver.set_defaults(func=cmd_version)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except ApplianceError as exc:
+        print(f"hall-appliance: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"hall-appliance: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line for the person, the details in the log
+        log.debug("unexpected failure", exc_info=True)
+        print(f"hall-appliance: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,493 @@
+"""The appliance's TOML config, parsed once into frozen, typed objects.
+
+Every problem is collected and reported at once with its path (``windows[1].buttons.satisfied``),
+the value found and the fix, so county IT can mend a file in one pass. Defaults live here and
+nowhere else; ``config/appliance.example.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from services.levels import BY_CODE, LEVELS
+
+from .errors import ConfigError
+
+ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+ID_FIX = "use 1 to 63 lower-case letters, digits and dashes, starting with a letter or digit, e.g. 'xlgl-baiyinxile-01'"
+
+PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "mock")
+CLOCK_SOURCES = ("system", "assume_synced", "assume_unsynced")
+DISPLAY_DRIVERS = ("max7219", "emulator")
+BADGE_DRIVERS = ("evdev", "simulated")
+
+# BCM pins an SPI bus claims on the 40-pin header (MOSI, MISO, SCLK and the chip selects);
+# a button on one of them would fight the display driver.
+SPI_PINS = {0: frozenset({7, 8, 9, 10, 11}), 1: frozenset({16, 17, 18, 19, 20, 21})}
+# The usable BCM GPIO range on the 40-pin header.
+GPIO_RANGE = range(2, 28)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the config: where, what was found, what to do."""
+
+    path: str
+    value: Any
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        shown = "(missing)" if self.value is _MISSING else repr(self.value)
+        return f"{self.path} = {shown}: {self.message}. Fix: {self.fix}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(missing)"
+
+
+_MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Who this appliance is; ``id`` is also its MQTT username and client id."""
+
+    id: str
+    hall: str
+    township: str
+    county: str
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Files for a TLS connection to the county broker."""
+
+    ca_file: Path
+    cert_file: Path | None
+    key_file: Path | None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The county broker; ``host`` None means no broker: record and queue only."""
+
+    host: str | None
+    port: int
+    tls: TlsConfig | None
+    username: str
+    password_file: Path | None
+    keepalive_s: int
+    session_expiry_s: int
+    will_delay_s: int
+    inflight: int
+    aggregator_ack: bool
+    reconnect_min_s: float
+    reconnect_max_s: float
+    max_command_bytes: int
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the SQLite store lives and how it keeps room for what people do."""
+
+    path: Path
+    retention_days: float
+    outbox_cap: int
+    free_space_floor_mb: int
+    reserve_mb: int
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """Which gpiozero pin factory drives the header."""
+
+    pin_factory: str
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """One service window: its rating buttons (level code → BCM pin) and indicator LED."""
+
+    id: str
+    name: str
+    buttons: tuple[tuple[str, int], ...]
+    indicator_pin: int | None
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    """The LED board."""
+
+    enabled: bool
+    driver: str
+    width: int
+    height: int
+    spi_port: int
+    spi_device: int
+    block_orientation: int
+    rotate: int
+    contrast: int
+
+
+@dataclass(frozen=True)
+class BadgeConfig:
+    """The staff badge reader."""
+
+    enabled: bool
+    driver: str
+    device: str | None
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """Where the local config page listens."""
+
+    host: str
+    port: int
+    cert_file: Path | None
+    key_file: Path | None
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The daemon's local control socket and the group allowed to use it."""
+
+    socket: Path
+    group: str | None
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    """How the appliance knows its wall clock is right."""
+
+    source: str
+    ntp_server: str | None
+    check_interval_s: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole config, valid by construction."""
+
+    device: DeviceConfig
+    broker: BrokerConfig
+    store: StoreConfig
+    gpio: GpioConfig
+    windows: tuple[WindowConfig, ...]
+    display: DisplayConfig
+    badge: BadgeConfig
+    web: WebConfig
+    control: ControlConfig
+    clock: ClockConfig
+    source: Path | None = field(default=None, compare=False)
+
+    def window(self, window_id: str) -> WindowConfig | None:
+        """The window with this id, or None."""
+        return next((w for w in self.windows if w.id == window_id), None)
+
+
+class _Reader:
+    """Reads typed values out of nested TOML tables, collecting problems instead of raising."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+
+    def problem(self, path: str, value: Any, message: str, fix: str) -> None:
+        self.problems.append(Problem(path, value, message, fix))
+
+    def table(self, parent: dict, path: str, key: str, known: tuple[str, ...]) -> dict:
+        full = f"{path}.{key}" if path else key
+        value = parent.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(full, value, "must be a table", f"write it as [{full}] with keys below it")
+            return {}
+        self.unknown(value, full, known)
+        return value
+
+    def unknown(self, tbl: dict, path: str, known: tuple[str, ...]) -> None:
+        for key in tbl:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys are: {', '.join(known)}"
+            self.problem(f"{path}.{key}" if path else key, tbl[key], "is not a known key", hint)
+
+    def get(
+        self,
+        tbl: dict,
+        path: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = _MISSING,
+        *,
+        fix: str,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        full = f"{path}.{key}" if path else key
+        value = tbl.get(key, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                self.problem(full, value, "is required", fix)
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML booleans are not integers to a person writing a config.
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        elif float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        else:
+            ok = isinstance(value, kinds)
+        if not ok:
+            names = " or ".join(_KIND_NAMES[k] for k in kinds)
+            self.problem(full, value, f"must be {names}", fix)
+            return default if default is not _MISSING else None
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(full, value, message, fix)
+                return default if default is not _MISSING else None
+        return value
+
+    def path(self, tbl: dict, path: str, key: str, default: Any = _MISSING, *, fix: str) -> Path | None:
+        value = self.get(tbl, path, key, str, default, fix=fix, check=_non_empty)
+        if value is None or value is _MISSING:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+_KIND_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+
+
+def _non_empty(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if lo <= value <= hi else f"must be between {lo} and {hi}"
+
+    return check
+
+
+def _identifier(value: str) -> str | None:
+    return None if ID_PATTERN.match(value) else "is not a valid id"
+
+
+def _gpio_pin(value: int) -> str | None:
+    return None if value in GPIO_RANGE else f"is not a usable BCM GPIO number ({GPIO_RANGE.start}–{GPIO_RANGE.stop - 1})"
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), _MISSING, f"cannot be read ({exc.strerror})", "give the path of an existing, readable config file")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), _MISSING, f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(path), _MISSING, f"is not valid TOML ({exc})", "correct the syntax at that line; compare with config/appliance.example.toml")]) from None
+    return parse_config(data, base_dir=path.resolve().parent, source=path)
+
+
+def parse_config(data: dict, base_dir: Path | None = None, source: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document; relative paths are taken from ``base_dir``."""
+    r = _Reader(base_dir or Path.cwd())
+    r.unknown(data, "", ("device", "broker", "store", "gpio", "windows", "display", "badge", "web", "control", "clock"))
+
+    d = r.table(data, "", "device", ("id", "hall", "township", "county"))
+    device = DeviceConfig(
+        id=r.get(d, "device", "id", str, fix=ID_FIX, check=_identifier) or "",
+        hall=r.get(d, "device", "hall", str, fix="give the hall's name, e.g. '白音锡勒苏木政务服务中心'", check=_non_empty) or "",
+        township=r.get(d, "device", "township", str, fix=ID_FIX, check=_identifier) or "",
+        county=r.get(d, "device", "county", str, fix=ID_FIX, check=_identifier) or "",
+    )
+
+    b = r.table(data, "", "broker", ("host", "port", "tls", "username", "password_file", "keepalive", "session_expiry", "will_delay", "inflight", "aggregator_ack", "reconnect_min", "reconnect_max", "max_command_bytes"))
+    host = r.get(b, "broker", "host", str, "", fix="give the county broker's host name or address, or leave it empty to record and queue only")
+    tls = None
+    if "tls" in b:
+        t = r.table(b, "broker", "tls", ("ca_file", "cert_file", "key_file"))
+        ca = r.path(t, "broker.tls", "ca_file", fix="give the county CA certificate from the device bundle")
+        cert = r.path(t, "broker.tls", "cert_file", None, fix="give the device certificate from the device bundle")
+        key = r.path(t, "broker.tls", "key_file", None, fix="give the device key from the device bundle")
+        if (cert is None) != (key is None):
+            r.problem("broker.tls", {"cert_file": str(cert) if cert else None, "key_file": str(key) if key else None}, "needs both cert_file and key_file, or neither", "give both files from the device bundle")
+        if ca is not None:
+            tls = TlsConfig(ca, cert, key)
+    broker = BrokerConfig(
+        host=host.strip() or None if isinstance(host, str) else None,
+        port=r.get(b, "broker", "port", int, 8883 if "tls" in b else 1883, fix="give a TCP port from 1 to 65535", check=_between(1, 65535)),
+        tls=tls,
+        username=r.get(b, "broker", "username", str, device.id, fix="leave it out to use device.id", check=_non_empty),
+        password_file=r.path(b, "broker", "password_file", None, fix="give the file that holds the broker password (from the device bundle)"),
+        keepalive_s=r.get(b, "broker", "keepalive", int, 30, fix="give seconds between 5 and 600", check=_between(5, 600)),
+        session_expiry_s=r.get(b, "broker", "session_expiry", int, 7 * 86400, fix="give seconds between 60 and 2592000 (30 days)", check=_between(60, 30 * 86400)),
+        will_delay_s=r.get(b, "broker", "will_delay", int, 30, fix="give seconds between 0 and 3600", check=_between(0, 3600)),
+        inflight=r.get(b, "broker", "inflight", int, 20, fix="give a window between 1 and 1000", check=_between(1, 1000)),
+        aggregator_ack=r.get(b, "broker", "aggregator_ack", bool, True, fix="true when the county aggregator acknowledges events, false to trust the broker's PUBACK"),
+        reconnect_min_s=r.get(b, "broker", "reconnect_min", float, 1.0, fix="give seconds between 0.1 and 60", check=_between(0.1, 60)),
+        reconnect_max_s=r.get(b, "broker", "reconnect_max", float, 120.0, fix="give seconds between 1 and 3600", check=_between(1, 3600)),
+        max_command_bytes=r.get(b, "broker", "max_command_bytes", int, 1 << 20, fix="give bytes between 1024 and 16777216", check=_between(1024, 16 << 20)),
+    )
+    if broker.reconnect_min_s and broker.reconnect_max_s and broker.reconnect_min_s > broker.reconnect_max_s:
+        r.problem("broker.reconnect_min", broker.reconnect_min_s, f"is above broker.reconnect_max ({broker.reconnect_max_s})", "make reconnect_min the smaller of the two")
+
+    s = r.table(data, "", "store", ("path", "retention_days", "outbox_cap", "free_space_floor_mb", "reserve_mb"))
+    store = StoreConfig(
+        path=r.path(s, "store", "path", "/var/lib/hall-appliance/hall.db", fix="give the database file's path, e.g. '/var/lib/hall-appliance/hall.db'") or Path("hall.db"),
+        retention_days=r.get(s, "store", "retention_days", float, 30.0, fix="give days between 0 and 3650", check=_between(0, 3650)),
+        outbox_cap=r.get(s, "store", "outbox_cap", int, 200_000, fix="give a count between 100 and 10000000", check=_between(100, 10_000_000)),
+        free_space_floor_mb=r.get(s, "store", "free_space_floor_mb", int, 200, fix="give megabytes between 0 and 100000", check=_between(0, 100_000)),
+        reserve_mb=r.get(s, "store", "reserve_mb", int, 32, fix="give megabytes between 0 and 4096", check=_between(0, 4096)),
+    )
+
+    g = r.table(data, "", "gpio", ("pin_factory",))
+    gpio = GpioConfig(pin_factory=r.get(g, "gpio", "pin_factory", str, "auto", fix=f"use one of {', '.join(PIN_FACTORIES)}", check=_one_of(PIN_FACTORIES)))
+
+    windows = _windows(r, data.get("windows", []))
+
+    disp = r.table(data, "", "display", ("enabled", "driver", "width", "height", "spi_port", "spi_device", "block_orientation", "rotate", "contrast"))
+    display = DisplayConfig(
+        enabled=r.get(disp, "display", "enabled", bool, False, fix="true or false"),
+        driver=r.get(disp, "display", "driver", str, "max7219", fix=f"use one of {', '.join(DISPLAY_DRIVERS)}", check=_one_of(DISPLAY_DRIVERS)),
+        width=r.get(disp, "display", "width", int, 128, fix="give a multiple of 8 between 8 and 512", check=_multiple_of_8),
+        height=r.get(disp, "display", "height", int, 16, fix="give a multiple of 8 between 8 and 64 (16 for Chinese)", check=_height),
+        spi_port=r.get(disp, "display", "spi_port", int, 0, fix="use 0 or 1", check=_between(0, 1)),
+        spi_device=r.get(disp, "display", "spi_device", int, 0, fix="use 0 (CE0) or 1 (CE1)", check=_between(0, 1)),
+        block_orientation=r.get(disp, "display", "block_orientation", int, 0, fix="use 0, 90, -90 or 180", check=_angle((0, 90, -90, 180))),
+        rotate=r.get(disp, "display", "rotate", int, 0, fix="use 0, 1, 2 or 3 (quarter turns)", check=_between(0, 3)),
+        contrast=r.get(disp, "display", "contrast", int, 64, fix="give a value between 0 and 255", check=_between(0, 255)),
+    )
+
+    bd = r.table(data, "", "badge", ("enabled", "driver", "device"))
+    badge = BadgeConfig(
+        enabled=r.get(bd, "badge", "enabled", bool, False, fix="true or false"),
+        driver=r.get(bd, "badge", "driver", str, "evdev", fix=f"use one of {', '.join(BADGE_DRIVERS)}", check=_one_of(BADGE_DRIVERS)),
+        device=r.get(bd, "badge", "device", str, None, fix="give the reader's /dev/input/by-id/… path", check=_non_empty),
+    )
+    if badge.enabled and badge.driver == "evdev" and not badge.device:
+        r.problem("badge.device", _MISSING, "is required when the evdev badge reader is enabled", "give the reader's /dev/input/by-id/…-event-kbd path")
+
+    w = r.table(data, "", "web", ("host", "port", "cert_file", "key_file"))
+    web = WebConfig(
+        host=r.get(w, "web", "host", str, "0.0.0.0", fix="give an address to listen on, e.g. '0.0.0.0' or '127.0.0.1'", check=_non_empty),
+        port=r.get(w, "web", "port", int, 8080, fix="give a TCP port from 1 to 65535", check=_between(1, 65535)),
+        cert_file=r.path(w, "web", "cert_file", None, fix="give the page's certificate from the device bundle"),
+        key_file=r.path(w, "web", "key_file", None, fix="give the page's key from the device bundle"),
+    )
+    if (web.cert_file is None) != (web.key_file is None):
+        r.problem("web", {"cert_file": str(web.cert_file) if web.cert_file else None, "key_file": str(web.key_file) if web.key_file else None}, "needs both cert_file and key_file, or neither", "give both files from the device bundle")
+
+    c = r.table(data, "", "control", ("socket", "group"))
+    control = ControlConfig(
+        socket=r.path(c, "control", "socket", "/run/hall-appliance/control.sock", fix="give the control socket's path") or Path("control.sock"),
+        group=r.get(c, "control", "group", str, None, fix="give the group allowed to use the socket, e.g. 'hall'", check=_non_empty),
+    )
+
+    ck = r.table(data, "", "clock", ("source", "ntp_server", "check_interval"))
+    clock = ClockConfig(
+        source=r.get(ck, "clock", "source", str, "system", fix=f"use one of {', '.join(CLOCK_SOURCES)}", check=_one_of(CLOCK_SOURCES)),
+        ntp_server=r.get(ck, "clock", "ntp_server", str, None, fix="give the county NTP server's host name or address", check=_non_empty),
+        check_interval_s=r.get(ck, "clock", "check_interval", float, 10.0, fix="give seconds between 0.1 and 3600", check=_between(0.1, 3600)),
+    )
+
+    _cross_checks(r, windows, display)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(device, broker, store, gpio, windows, display, badge, web, control, clock, source)
+
+
+def _multiple_of_8(value: int) -> str | None:
+    return None if 8 <= value <= 512 and value % 8 == 0 else "must be a multiple of 8 between 8 and 512"
+
+
+def _height(value: int) -> str | None:
+    return None if 8 <= value <= 64 and value % 8 == 0 else "must be a multiple of 8 between 8 and 64"
+
+
+def _angle(choices: tuple[int, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(map(str, choices))}"
+
+    return check
+
+
+def _windows(r: _Reader, raw: Any) -> tuple[WindowConfig, ...]:
+    if not isinstance(raw, list) or not all(isinstance(w, dict) for w in raw):
+        r.problem("windows", raw, "must be a list of tables", "write each window as a [[windows]] table")
+        return ()
+    levels = ", ".join(level.code for level in LEVELS)
+    out = []
+    for i, w in enumerate(raw):
+        path = f"windows[{i}]"
+        r.unknown(w, path, ("id", "name", "buttons", "indicator_pin"))
+        wid = r.get(w, path, "id", str, fix=ID_FIX, check=_identifier)
+        name = r.get(w, path, "name", str, fix="give the window's name as the hall calls it, e.g. '社保窗口'", check=_non_empty)
+        buttons_raw = w.get("buttons", _MISSING)
+        buttons: list[tuple[str, int]] = []
+        if buttons_raw is _MISSING or buttons_raw == {}:
+            r.problem(f"{path}.buttons", buttons_raw, "has no buttons", f"map 3 to 5 rating levels to GPIO pins, e.g. buttons = {{ satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }}")
+        elif not isinstance(buttons_raw, dict):
+            r.problem(f"{path}.buttons", buttons_raw, "must be a table of level = pin", "write e.g. buttons = { satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }")
+        else:
+            for code, pin in buttons_raw.items():
+                bpath = f"{path}.buttons.{code}"
+                if code not in BY_CODE:
+                    close = difflib.get_close_matches(code, BY_CODE, n=1)
+                    r.problem(bpath, pin, f"'{code}' is not a rating level", (f"did you mean '{close[0]}'? " if close else "") + f"levels are: {levels}")
+                    continue
+                value = r.get(buttons_raw, f"{path}.buttons", code, int, fix="give the button's BCM GPIO number", check=_gpio_pin)
+                if value is not None:
+                    buttons.append((code, value))
+            if not 3 <= len(buttons_raw) <= 5:
+                r.problem(f"{path}.buttons", buttons_raw, f"has {len(buttons_raw)} buttons; a window has 3 to 5", "map 3 to 5 rating levels to GPIO pins")
+        indicator = r.get(w, path, "indicator_pin", int, None, fix="give the indicator LED's BCM GPIO number, or leave it out", check=_gpio_pin)
+        # Keep buttons in scale order (best first) whatever order the file used.
+        buttons.sort(key=lambda b: -BY_CODE[b[0]].score)
+        out.append(WindowConfig(wid or "", name or "", tuple(buttons), indicator))
+    return tuple(out)
+
+
+def _cross_checks(r: _Reader, windows: tuple[WindowConfig, ...], display: DisplayConfig) -> None:
+    seen_ids: dict[str, int] = {}
+    for i, w in enumerate(windows):
+        if not w.id:
+            continue
+        if w.id in seen_ids:
+            r.problem(f"windows[{i}].id", w.id, f"repeats windows[{seen_ids[w.id]}].id", "give every window its own id")
+        else:
+            seen_ids[w.id] = i
+
+    users: dict[int, str] = {}
+    spi = SPI_PINS[display.spi_port] if display.enabled and display.driver == "max7219" else frozenset()
+    for i, w in enumerate(windows):
+        pins = [(f"windows[{i}].buttons.{code}", pin) for code, pin in w.buttons]
+        if w.indicator_pin is not None:
+            pins.append((f"windows[{i}].indicator_pin", w.indicator_pin))
+        for path, pin in pins:
+            if pin in users:
+                r.problem(path, pin, f"GPIO {pin} is already used by {users[pin]}", "give every button and indicator its own pin")
+            elif pin in spi:
+                r.problem(path, pin, f"GPIO {pin} belongs to SPI{display.spi_port}, which the display uses", f"move it off GPIO {', '.join(map(str, sorted(spi)))}")
+            else:
+                users[pin] = path

@@ -1,0 +1,279 @@
+"""The daemon: wires the store, the uplink, the drivers and the services, and keeps them alive.
+
+It alone owns the hardware, the live state and the uplink. systemd learns READY only once the
+store and the drivers are up, and gets a watchdog ping from the main loop only while the
+worker threads are alive. SIGTERM finishes what is in flight and leaves nothing unrecorded:
+everything a person did is in the store before it is acknowledged to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from drivers.buttons import WindowButtons
+from drivers.gpio import make_pin_factory
+from services.levels import BY_CODE
+
+from . import __version__
+from .clock import Clock, SystemClock, boot_id
+from .commands import ActionHandler, CommandRouter, StateHandler, require
+from .config import Config
+from .control import ControlServer
+from .errors import CommandRejected, StoreError
+from .events import Recorder
+from .store import Store
+from .systemd import notify, watchdog_interval
+from .uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+# Run-time settings the county may set as desired state ('settings'): name → (low, high, default).
+SETTINGS = {
+    "health_interval": (10, 86400, 300),
+    "status_interval": (10, 3600, 60),
+}
+MAINTENANCE_INTERVAL_S = 60.0
+
+
+def validate_settings(data: Any) -> dict:
+    """Check a 'settings' desired state; every key must be known and in range."""
+    if not isinstance(data, dict):
+        raise CommandRejected("must be an object of setting = value", "data")
+    for key, value in data.items():
+        if key not in SETTINGS:
+            raise CommandRejected(f"is not a setting; known: {', '.join(SETTINGS)}", f"data.{key}")
+        lo, hi, _ = SETTINGS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise CommandRejected(f"must be a whole number from {lo} to {hi}, got {value!r}", f"data.{key}")
+    return data
+
+
+class Daemon:
+    """One appliance: ``start()``, then ``serve()`` until ``stop()`` (or SIGTERM)."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None, simulate: bool = False) -> None:
+        self.config = config
+        self.clock = clock or SystemClock(config.clock.source)
+        self.simulate = simulate
+        self.boot_id = boot_id()
+        self.started_mono = time.monotonic()
+        self.stopping = threading.Event()
+        self.settings = {k: v[2] for k, v in SETTINGS.items()}
+        self.store: Store | None = None
+        self.uplink: Uplink | None = None
+        self.control: ControlServer | None = None
+        self.buttons: WindowButtons | None = None
+        self.pin_factory_name = ""
+        self._was_synced: bool | None = None
+        self._stopped = False
+
+    # -- start and stop -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store, start the uplink, the drivers and the control socket; then READY."""
+        c = self.config
+        self.store = Store(
+            c.store.path,
+            outbox_cap=c.store.outbox_cap,
+            retention_days=c.store.retention_days,
+            free_space_floor_mb=c.store.free_space_floor_mb,
+            reserve_mb=c.store.reserve_mb,
+        )
+        self.recorder = Recorder(self.store, c.device, self.clock, self.boot_id)
+        if self.store.recovered_from:
+            self.recorder.raise_alarm(
+                "store_damaged",
+                f"the database failed its integrity check; kept as {self.store.recovered_from} and a fresh store was started",
+            )
+        self.router = CommandRouter(self.recorder, c.broker.max_command_bytes)
+        self._register_commands()
+        self._load_settings()
+        self.uplink = Uplink(c.broker, self.recorder, self.router, self.clock, self.status, status_interval_s=self.settings["status_interval"])
+
+        factory, in_use = make_pin_factory("mock" if self.simulate else c.gpio.pin_factory)
+        self.pin_factory_name = in_use
+        if c.gpio.pin_factory not in ("auto", in_use) and not self.simulate:
+            self.recorder.raise_alarm("pin_factory", f"configured {c.gpio.pin_factory} but {in_use} is in use")
+        self.buttons = WindowButtons(c.windows, factory, self.on_press)
+
+        self.control = ControlServer(c.control.socket, c.control.group)
+        self._register_control()
+        self.uplink.start()
+        self.control.start()
+        self.maintenance()
+        notify("READY=1\nSTATUS=recording")
+        log.info("hall appliance %s ready: device %s, store %s, uplink %s", __version__, c.device.id, self.store.store_id, self.uplink.info.broker or "off")
+
+    def stop(self) -> None:
+        """Stop cleanly: no new presses, in-flight publishes finished, offline status sent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping.set()
+        notify("STOPPING=1")
+        if self.buttons:
+            self.buttons.close()
+        if self.control:
+            self.control.stop()
+        if self.uplink and self.uplink.is_alive():
+            self.uplink.stop()
+        if self.store:
+            self.store.close()
+        log.info("hall appliance stopped")
+
+    def serve(self) -> None:
+        """The main loop: watchdog pings, clock watch, housekeeping; returns after stop()."""
+        interval = watchdog_interval()
+        tick = min(interval or 1.0, self.config.clock.check_interval_s, 1.0)
+        next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_S
+        next_health = time.monotonic() + self.settings["health_interval"]
+        next_clock = 0.0
+        while not self.stopping.wait(tick):
+            now = time.monotonic()
+            if interval and self.healthy():
+                notify("WATCHDOG=1")
+            if now >= next_clock:
+                next_clock = now + self.config.clock.check_interval_s
+                self.watch_clock()
+            if now >= next_maintenance:
+                next_maintenance = now + MAINTENANCE_INTERVAL_S
+                self.maintenance()
+            if now >= next_health:
+                next_health = now + self.settings["health_interval"]
+                self.recorder.telemetry("device.health", self.health())
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT end serve(); the caller then calls stop()."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+
+    def healthy(self) -> bool:
+        """True while every worker thread is alive (else systemd's watchdog restarts us)."""
+        dead = [t.name for t in (self.uplink, self.control) if t is not None and not t.is_alive()]
+        if dead:
+            log.error("worker threads died: %s; withholding the watchdog ping", ", ".join(dead))
+        return not dead
+
+    # -- what people do ---------------------------------------------------------------
+
+    def on_press(self, window_id: str, level: str) -> None:
+        """A rating button was pressed: record it durably, with its outbox row."""
+        window = self.config.window(window_id)
+        self.recorder.record(
+            "button.pressed",
+            {"window": window_id, "window_name": window.name if window else window_id, "level": level, "level_label": BY_CODE[level].label},
+        )
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def watch_clock(self) -> None:
+        """Publish a time anchor when the clock becomes synchronised."""
+        synced = self.clock.is_synced()
+        if synced and self._was_synced is False:
+            # Events of this boot recorded before now can be corrected from this pair:
+            # true time = anchor.time - (anchor.mono_ns - event.mono_ns) / 1e9.
+            self.recorder.telemetry("clock.synced", {"boot_id": self.boot_id, "mono_ns": self.clock.monotonic_ns(), "time": self.clock.now().isoformat(timespec="milliseconds")}, droppable=False)
+            self.recorder.clear_alarm("clock_unsynced")
+            self.uplink.publish_status_soon()
+        elif not synced and self._was_synced is None:
+            self.recorder.raise_alarm("clock_unsynced", "the clock is not synchronised yet; time-of-day verdicts stay provisional")
+        self._was_synced = synced
+
+    def maintenance(self) -> None:
+        """Prune acknowledged rows, watch free space and the outbox cap."""
+        store = self.store
+        try:
+            pruned = store.prune()
+            if pruned:
+                log.info("pruned %d acknowledged events past retention", pruned)
+        except StoreError as exc:
+            log.error("prune failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors from a busy or full disk
+            log.error("prune failed: %s", exc)
+        if store.check_space():
+            self.recorder.clear_alarm("disk_low")
+        else:
+            self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
+        summary = store.outbox_summary()
+        if summary["depth"] >= store.outbox_cap:
+            self.recorder.raise_alarm("outbox_full", f"{summary['depth']} events wait to be sent (cap {store.outbox_cap}); telemetry is dropped, what people do is kept")
+        elif summary["depth"] < store.outbox_cap * 0.9:
+            self.recorder.clear_alarm("outbox_full")
+
+    def health(self) -> dict:
+        return {
+            "uptime_s": round(time.monotonic() - self.started_mono),
+            "outbox_depth": self.store.depth,
+            "free_mb": self.store.free_bytes() >> 20,
+            "alarms": [a.code for a in self.store.active_alarms()],
+            "uplink": self.uplink.info.state,
+        }
+
+    def status(self) -> dict:
+        """Everything the status message, the control socket and the page show."""
+        return {
+            "version": __version__,
+            "device": asdict(self.config.device),
+            "uplink": asdict(self.uplink.info) if self.uplink else {},
+            "outbox": self.store.outbox_summary(),
+            "clock": {"synced": self.clock.is_synced(), "source": self.config.clock.source, "now": self.clock.now().isoformat(timespec="seconds")},
+            "alarms": [asdict(a) for a in self.store.active_alarms()],
+            "applied": self.store.applied_versions(),
+            "pin_factory": self.pin_factory_name,
+            "simulated": self.simulate,
+        }
+
+    # -- commands and control -----------------------------------------------------------
+
+    def _register_commands(self) -> None:
+        self.router.register_action(
+            "resync",
+            ActionHandler(
+                validate=lambda args: args if isinstance(args, dict) else {},
+                apply=lambda conn, args: {"unacked": self.store.depth},
+                after=lambda args: self.uplink.resync(),
+            ),
+        )
+        self.router.register_state(
+            "settings",
+            StateHandler(validate=validate_settings, apply=lambda conn, scopes: None, after=self._apply_settings),
+        )
+
+    def _load_settings(self) -> None:
+        applied = self.store.applied_state("settings")
+        self._apply_settings({scope: data for scope, (_, data) in applied.items()})
+
+    def _apply_settings(self, scopes: dict) -> None:
+        merged = {k: v[2] for k, v in SETTINGS.items()}
+        for data in scopes.values():  # widest first: the narrower scope wins
+            merged.update(data)
+        self.settings = merged
+        if self.uplink:
+            self.uplink.status_interval_s = merged["status_interval"]
+
+    def _register_control(self) -> None:
+        ctl = self.control
+        ctl.register("status", lambda args: self.status())
+        ctl.register("events", lambda args: self.store.recent_events(int(args.get("limit", 20))))
+        ctl.register("press", self._control_press)
+        ctl.register("badge", lambda args: _not_yet("badge reader", "the roster and check-in work"))
+        ctl.register("frame", lambda args: _not_yet("LED board", "the board work"))
+        ctl.register("reload", lambda args: {"reloaded": []})
+
+    def _control_press(self, args: dict) -> dict:
+        window = require(args, "window", str)
+        level = require(args, "level", str)
+        if level not in BY_CODE:
+            raise CommandRejected(f"'{level}' is not a rating level; levels: {', '.join(BY_CODE)}", "level")
+        before = self.store.last_seq("person")
+        self.buttons.press(window, level)
+        return {"window": window, "level": level, "seq": self.store.last_seq("person"), "recorded": self.store.last_seq("person") > before}
+
+
+def _not_yet(what: str, where: str) -> dict:
+    raise CommandRejected(f"this appliance has no {what} yet; it arrives with {where}")

@@ -1,0 +1,46 @@
+"""Installs the hall appliance: the daemon, its drivers and services, and the county tools."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "appliance" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="hall-appliance",
+    version=VERSION,
+    description="Firmware and services for the township government service hall appliance",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["appliance*", "drivers*", "services*", "provisioning*"]),
+    package_data={"appliance": ["schemas/*.json"]},
+    install_requires=[
+        # MQTT v5 client; 2.x for reason codes in on_publish and the VERSION2 callbacks.
+        "paho-mqtt>=2.0,<3",
+        # GPIO through pin factories; MockFactory off the Pi.
+        "gpiozero>=2.0,<3",
+    ],
+    extras_require={
+        # A Pi without the distribution's GPIO packages. On Raspberry Pi OS prefer apt's
+        # python3-lgpio in a venv made with --system-site-packages; never install
+        # rpi-lgpio beside RPi.GPIO.
+        "pi": ["lgpio>=0.2", "RPi.GPIO>=0.7"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6",
+            # Validates what is really published against the MQTT contract's schemas.
+            "jsonschema>=4.18",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "hall-appliance=appliance.cli:main",
+            "hall-provision=provisioning.cli:main",
+        ]
+    },
+)
