@@ -1,0 +1,213 @@
+"""The store: one transaction per event, gap-free seq, the cap, damage, a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from appliance.clock import FakeClock
+from appliance.config import DeviceConfig
+from appliance.errors import StoreFullError
+from appliance.events import Recorder
+from appliance.store import PERSON, TELEMETRY, Store
+
+DEVICE = DeviceConfig(id="hall-01", hall="测试政务服务中心", township="test-township", county="test-county")
+
+
+def make_recorder(path: Path, **kwargs) -> Recorder:
+    kwargs.setdefault("free_space_floor_mb", 0)
+    kwargs.setdefault("reserve_mb", 0)
+    return Recorder(Store(path, **kwargs), DEVICE, FakeClock(), "boot-1")
+
+
+def test_new_store_gets_a_store_id_that_survives_reopening(tmp_path):
+    store = Store(tmp_path / "hall.db", reserve_mb=0)
+    store_id = store.store_id
+    uuid.UUID(store_id)
+    store.close()
+    assert Store(tmp_path / "hall.db", reserve_mb=0).store_id == store_id
+
+
+def test_store_is_wal_with_full_synchronous_for_what_people_do(tmp_path):
+    store = Store(tmp_path / "hall.db", reserve_mb=0)
+    assert store.rows("PRAGMA journal_mode") == [("wal",)]
+    assert store.rows("PRAGMA synchronous") == [(2,)]  # FULL
+    assert store.rows("PRAGMA user_version")[0][0] >= 1
+
+
+def test_person_and_telemetry_streams_number_without_gaps(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    people = [rec.record("button.pressed", {"i": i}).seq for i in range(5)]
+    telemetry = [rec.telemetry("device.health", {"i": i}).seq for i in range(3)]
+    people.append(rec.record("button.pressed", {"i": 5}).seq)
+    assert people == [1, 2, 3, 4, 5, 6]
+    assert telemetry == [1, 2, 3]
+
+
+def test_a_failed_domain_write_records_nothing_and_leaves_no_gap(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    rec.record("button.pressed", {})
+
+    def broken_domain(conn, envelope):
+        conn.execute("CREATE TABLE IF NOT EXISTS ratings (seq INTEGER)")
+        conn.execute("INSERT INTO ratings VALUES (?)", (envelope["seq"],))
+        raise RuntimeError("domain failed half-way")
+
+    with pytest.raises(RuntimeError):
+        rec.record("button.pressed", {}, domain=broken_domain)
+    # Neither the domain row nor the outbox row nor the seq survived the failure.
+    assert rec.store.rows("SELECT name FROM sqlite_master WHERE name = 'ratings'") == []
+    assert rec.record("button.pressed", {}).seq == 2
+    assert [r[0] for r in rec.store.rows("SELECT seq FROM outbox ORDER BY id")] == [1, 2]
+
+
+def test_domain_rows_commit_with_the_outbox_row(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    rec.store.rows("CREATE TABLE ratings (event_id TEXT, level TEXT)")
+
+    def domain(conn, envelope):
+        conn.execute("INSERT INTO ratings VALUES (?, ?)", (envelope["event_id"], "satisfied"))
+
+    recorded = rec.record("button.pressed", {"level": "satisfied"}, domain=domain)
+    assert rec.store.rows("SELECT event_id FROM ratings") == [(recorded.envelope["event_id"],)]
+
+
+def test_envelope_carries_identity_time_and_clock_state(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    rec.clock.synced = False
+    env = json.loads(rec.record("button.pressed", {"window": "w1"}).payload)
+    assert env["device_id"] == "hall-01" and env["county"] == "test-county" and env["township"] == "test-township"
+    assert env["store_id"] == rec.store.store_id and env["boot_id"] == "boot-1"
+    assert env["time"].endswith("+08:00")
+    assert env["clock_synced"] is False
+    assert env["stream"] == PERSON and env["seq"] == 1 and env["data"] == {"window": "w1"}
+
+
+def test_at_the_cap_telemetry_is_dropped_but_what_people_do_is_kept(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db", outbox_cap=3)
+    for _ in range(3):
+        rec.record("button.pressed", {})
+    assert rec.telemetry("device.health", {}) is None
+    assert rec.store.dropped_telemetry == 1
+    assert rec.record("button.pressed", {}).seq == 4
+    # Alarms are telemetry that must not be dropped either.
+    rec.raise_alarm("outbox_full", "test")
+    assert [a.code for a in rec.store.active_alarms()] == ["outbox_full"]
+    types = [r[0] for r in rec.store.rows("SELECT type FROM outbox ORDER BY id")]
+    assert types.count("button.pressed") == 4 and "alarm.raised" in types and "device.health" not in types
+
+
+def test_below_the_free_space_floor_telemetry_pauses(tmp_path):
+    free = {"bytes": 10 << 20}
+    store = Store(tmp_path / "hall.db", free_space_floor_mb=50, reserve_mb=0, free_bytes=lambda p: free["bytes"])
+    rec = Recorder(store, DEVICE, FakeClock(), "boot-1")
+    assert store.check_space() is False
+    assert rec.telemetry("device.health", {}) is None
+    assert rec.record("button.pressed", {}) is not None
+    free["bytes"] = 100 << 20
+    assert store.check_space() is True
+    assert rec.telemetry("device.health", {}) is not None
+
+
+def test_published_then_acked_then_pruned_after_retention(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db", retention_days=1)
+    ids = [rec.record("button.pressed", {}).id for _ in range(3)]
+    store = rec.store
+    store.mark_published(ids[:2], final=False)
+    assert store.depth == 3  # published is not acknowledged
+    assert store.apply_ack(PERSON, 2) == 2
+    assert store.depth == 1
+    assert [r.seq for r in store.unacked_after(0, 10)] == [3]
+    import time as _time
+
+    assert store.prune(now=_time.time()) == 0  # within retention
+    assert store.prune(now=_time.time() + 2 * 86400) == 2
+    assert [r[0] for r in store.rows("SELECT seq FROM outbox")] == [3]
+
+
+def test_without_aggregator_ack_puback_is_final(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    ids = [rec.record("button.pressed", {}).id for _ in range(2)]
+    rec.store.mark_published(ids, final=True)
+    assert rec.store.depth == 0
+    assert rec.store.rows("SELECT DISTINCT state FROM outbox") == [("acked",)]
+
+
+def test_an_ack_only_covers_its_own_stream(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    rec.record("button.pressed", {})
+    rec.telemetry("device.health", {})
+    assert rec.store.apply_ack(TELEMETRY, 5) == 1
+    assert [(r.stream, r.seq) for r in rec.store.unacked_after(0, 10)] == [(PERSON, 1)]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(b"this is not a database at all" * 100), id="garbage"),
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[:4096] + b"\0" * 100), id="truncated"),
+        pytest.param(lambda p: _corrupt_pages(p), id="corrupt-pages"),
+    ],
+)
+def test_a_damaged_store_is_moved_aside_and_a_fresh_one_started(tmp_path, damage):
+    path = tmp_path / "hall.db"
+    rec = make_recorder(path)
+    for i in range(200):
+        rec.record("button.pressed", {"text": "x" * 200, "i": i})
+    old_id = rec.store.store_id
+    rec.store.close()
+    # Fold the WAL into the main file so the damage hits the data.
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    damage(path)
+
+    store = Store(path, reserve_mb=0)
+    assert store.recovered_from is not None and store.recovered_from.exists()
+    assert store.recovered_from.name.startswith("hall.db.damaged-")
+    assert store.store_id != old_id
+    assert store.last_seq(PERSON) == 0
+    # Opening again finds a healthy store: no loop of moving files aside.
+    store.close()
+    again = Store(path, reserve_mb=0)
+    assert again.recovered_from is None
+
+
+def _corrupt_pages(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for offset in range(4096 * 2, len(data), 4096):
+        data[offset : offset + 64] = os.urandom(64)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 3 MB tmpfs, so the store really fills its file system (needs root)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_releases_the_reserve_then_fails_clearly_and_loses_nothing(tiny_disk):
+    store = Store(tiny_disk / "hall.db", reserve_mb=1, free_space_floor_mb=0)
+    assert store.reserve_path.exists()
+    rec = Recorder(store, DEVICE, FakeClock(), "boot-1")
+    recorded = []
+    with pytest.raises(StoreFullError, match="no room to record button.pressed"):
+        for i in range(100_000):
+            recorded.append(rec.record("button.pressed", {"text": "满意" * 100, "i": i}).seq)
+    assert not store.reserve_path.exists(), "the reserve was given up before failing"
+    # Everything acknowledged to a person before the disk filled is still there, in order.
+    seqs = [r[0] for r in store.rows("SELECT seq FROM outbox WHERE stream = 'person' ORDER BY seq")]
+    assert seqs == recorded == list(range(1, len(recorded) + 1))
+    assert store.rows("PRAGMA quick_check") == [("ok",)]
+    store.close()

@@ -1,0 +1,273 @@
+"""The uplink against a real Mosquitto: order, outages, acks, ACL refusals, status, commands."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from appliance.config import load_config
+from appliance.daemon import Daemon
+from appliance.events import Topics
+from appliance.broker import PrivateBroker
+from conftest import Subscriber, write_config
+from contract import validate_message
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """Start an in-process daemon (mock GPIO) from a config file; stopped at the end."""
+    daemons: list[Daemon] = []
+
+    def start(config_path) -> Daemon:
+        d = Daemon(load_config(config_path), simulate=True)
+        d.start()
+        daemons.append(d)
+        return d
+
+    yield start
+    for d in daemons:
+        d.stop()
+
+
+def publish(broker: PrivateBroker, topic: str, payload: bytes | str, *, retain: bool = False, username: str | None = None) -> None:
+    """Publish one QoS 1 message and wait for the broker's PUBACK."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    if username:
+        c.username_pw_set(username)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    info = c.publish(topic, payload, qos=1, retain=retain)
+    info.wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} not reached in {timeout} s")
+
+
+def topics_of(d: Daemon) -> Topics:
+    return d.recorder.topics
+
+
+def test_events_arrive_in_seq_order_and_match_the_contract(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    for i in range(30):
+        d.buttons.press("w1" if i % 2 else "w2", "satisfied")
+    events = subscriber.wait_events(30)
+    assert [e["seq"] for e in events] == list(range(1, 31))
+    assert {e["store_id"] for e in events} == {d.store.store_id}
+    # Everything the device published — events, alarms, status — validates against its schema.
+    msgs = subscriber.wait_for(lambda m: any(x.topic.endswith("/status") for x in m))
+    used = {validate_message(m.topic, m.payload) for m in msgs}
+    assert any("button.pressed" in name for name in used)
+    assert any("status" in name for name in used)
+    assert events[0]["data"]["window"] == "w2" and events[0]["data"]["level_label"] == "满意"
+    wait_until(lambda: d.store.depth == 0, what="outbox drained")
+
+
+def test_events_recorded_while_the_broker_is_down_all_arrive_when_it_returns(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    d.buttons.press("w1", "satisfied")
+    wait_until(lambda: d.store.depth == 0, what="first event delivered")
+    broker.stop()
+    wait_until(lambda: d.uplink.info.state != "connected", what="uplink notices the outage")
+    for _ in range(50):
+        d.buttons.press("w1", "dissatisfied")
+    assert d.store.depth == 50
+    assert d.status()["outbox"]["oldest"]["type"] == "button.pressed"
+    time.sleep(1.0)  # a while offline, reconnect attempts failing
+    broker.start()
+    events = subscriber.wait_events(51, timeout=30)
+    assert sorted({e["seq"] for e in events}) == list(range(1, 52))
+    wait_until(lambda: d.store.depth == 0, what="backlog drained")
+
+
+def test_aggregator_ack_prunes_only_for_its_own_store_id(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker, aggregator_ack=True))
+    for _ in range(5):
+        d.buttons.press("w1", "satisfied")
+    subscriber.wait_events(5)
+    # PUBACK alone is not enough when the deployment has an aggregator ack.
+    wait_until(lambda: d.store.rows("SELECT COUNT(*) FROM outbox WHERE type = 'button.pressed' AND state = 'published'")[0][0] == 5, what="published")
+    assert d.store.depth >= 5
+
+    publish(broker, topics_of(d).ack, json.dumps({"store_id": str(uuid.uuid4()), "seq": 5}), retain=True)
+    time.sleep(0.5)
+    assert d.store.rows("SELECT COUNT(*) FROM outbox WHERE stream = 'person' AND state = 'acked'")[0][0] == 0
+    assert d.uplink.info.ignored_acks == 1
+
+    publish(broker, topics_of(d).ack, json.dumps({"store_id": d.store.store_id, "seq": 3}), retain=True)
+    wait_until(lambda: d.store.rows("SELECT COUNT(*) FROM outbox WHERE stream = 'person' AND state = 'acked'")[0][0] == 3, what="ack applied")
+    assert [r.seq for r in d.store.unacked_after(0, 100) if r.stream == "person"] == [4, 5]
+
+
+def test_after_a_reconnect_unacknowledged_events_are_sent_again(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker, aggregator_ack=True))
+    for _ in range(3):
+        d.buttons.press("w1", "satisfied")
+    subscriber.wait_events(3)
+    publish(broker, topics_of(d).ack, json.dumps({"store_id": d.store.store_id, "seq": 1}), retain=True)
+    wait_until(lambda: d.store.depth <= 2 + d.store.rows("SELECT COUNT(*) FROM outbox WHERE stream='telemetry' AND state != 'acked'")[0][0])
+    before = len(subscriber.events("button.pressed"))
+    broker.stop()
+    broker.start()
+    subscriber.wait_events(before + 2)
+    time.sleep(0.5)
+    again = subscriber.events("button.pressed")[before:]
+    # Seq 1 was acknowledged by the aggregator; 2 and 3 were not, so they went again.
+    assert sorted(e["seq"] for e in again) == [2, 3]
+
+
+ACL = """\
+acl_file {acl}
+"""
+
+
+def test_a_publish_refused_by_the_acl_stays_pending_and_is_reported(tmp_path, start_daemon):
+    acl = tmp_path / "acl"
+    # The device may publish alarms and status, but not button events (MQTT v5 tells us).
+    acl.write_text(
+        "pattern write hall/v1/+/+/%u/evt/alarm/#\n"
+        "pattern write hall/v1/+/+/%u/evt/command/#\n"
+        "pattern write hall/v1/+/+/%u/evt/clock/#\n"
+        "pattern write hall/v1/+/+/%u/status\n"
+        "pattern read hall/v1/+/+/%u/#\n"
+        "pattern read hall/v1/+/_township/set/#\n"
+        "pattern read hall/v1/+/_county/_county/set/#\n"
+        "topic read hall/v1/#\n"
+    )
+    b = PrivateBroker(tmp_path / "broker", extra_conf=ACL.format(acl=acl)).start()
+    sub = Subscriber(b)
+    try:
+        d = start_daemon(write_config(tmp_path / "dev", broker=b, broker_extra='username = "hall-01"'))
+        d.buttons.press("w1", "satisfied")
+        alarm = sub.wait_for(lambda msgs: any("/evt/alarm/raised" in m.topic for m in msgs))
+        raised = [json.loads(m.payload) for m in alarm if "/evt/alarm/raised" in m.topic]
+        assert raised[0]["data"]["code"] == "publish_refused"
+        assert "Not authorized" in raised[0]["data"]["detail"]
+        assert not sub.events("button.pressed")
+        row = d.store.rows("SELECT state, refused FROM outbox WHERE type = 'button.pressed'")
+        assert row == [("pending", "Not authorized")]
+        status = d.status()
+        assert status["outbox"]["refused"] == 1 and status["outbox"]["last_refusal"] == "Not authorized"
+        assert status["uplink"]["refused_publishes"] == 1
+        assert "publish_refused" in [a["code"] for a in status["alarms"]]
+    finally:
+        sub.close()
+        b.close()
+
+
+def test_retained_status_says_online_with_the_birth_details(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    msgs = subscriber.wait_for(lambda m: any(x.topic == topics_of(d).status for x in m))
+    birth = json.loads(next(m for m in msgs if m.topic == topics_of(d).status).payload)
+    assert birth["online"] is True and birth["connect_count"] >= 1
+    assert birth["version"] and birth["store_id"] == d.store.store_id
+    assert "depth" in birth["outbox"] and "synced" in birth["clock"]
+    # A late subscriber sees it too: it is retained.
+    late = Subscriber(broker, topic=topics_of(d).status, client_id="late")
+    try:
+        m = late.wait_for(lambda m: len(m) >= 1)[0]
+        assert m.retain and json.loads(m.payload)["online"] is True
+    finally:
+        late.close()
+
+
+def test_a_clean_stop_publishes_offline(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    subscriber.wait_for(lambda m: any(x.topic.endswith("/status") for x in m))
+    d.buttons.press("w1", "satisfied")
+    d.stop()
+    msgs = subscriber.wait_for(lambda m: any(x.topic.endswith("/status") and not json.loads(x.payload)["online"] for x in m))
+    last = json.loads([m for m in msgs if m.topic.endswith("/status")][-1].payload)
+    assert last == {**last, "online": False, "reason": "shutdown"}
+    assert subscriber.events("button.pressed"), "the press was delivered before leaving"
+
+
+def _command_events(sub: Subscriber, types=("command.applied", "command.rejected", "state.applied")) -> list[dict]:
+    return [e for e in sub.events() if e["type"] in types]
+
+
+def test_a_one_off_command_delivered_twice_is_applied_once(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    command = json.dumps({"command_id": "c-0001", "args": {}})
+    publish(broker, topics_of(d).command("resync"), command)
+    publish(broker, topics_of(d).command("resync"), command)
+    subscriber.wait_for(lambda m: len(_command_events(subscriber)) >= 1)
+    time.sleep(0.5)
+    applied = _command_events(subscriber)
+    assert [(e["type"], e["data"]["command_id"]) for e in applied] == [("command.applied", "c-0001")]
+    assert d.store.command_seen("c-0001") == "applied"
+
+
+def test_one_off_commands_sent_while_offline_arrive_on_reconnect(tmp_path, broker, subscriber, start_daemon):
+    cfg = write_config(tmp_path / "dev", broker=broker)
+    d = start_daemon(cfg)
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    d.stop()
+    # The persistent session keeps the command at the broker while the device is away.
+    publish(broker, topics_of(d).command("resync"), json.dumps({"command_id": "while-away"}))
+    start_daemon(cfg)
+    subscriber.wait_for(lambda m: any(e["data"].get("command_id") == "while-away" for e in _command_events(subscriber)))
+
+
+def test_desired_state_applies_by_version_and_scope(tmp_path, broker, subscriber, start_daemon):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    t = topics_of(d)
+    publish(broker, t.desired("county", "settings"), json.dumps({"version": 3, "data": {"status_interval": 120, "health_interval": 600}}), retain=True)
+    publish(broker, t.desired("device", "settings"), json.dumps({"version": 1, "data": {"status_interval": 30}}), retain=True)
+    subscriber.wait_for(lambda m: len(_command_events(subscriber, ("state.applied",))) >= 2)
+    wait_until(lambda: d.settings["status_interval"] == 30 and d.settings["health_interval"] == 600, what="settings merged")
+    assert d.store.applied_versions() == {"settings": {"county": 3, "device": 1}}
+    # A stale version is not applied again; the retained one redelivered on reconnect is a no-op.
+    publish(broker, t.desired("county", "settings"), json.dumps({"version": 2, "data": {"health_interval": 10}}), retain=True)
+    time.sleep(0.5)
+    assert d.settings["health_interval"] == 600
+    assert len(_command_events(subscriber, ("state.applied",))) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "payload", "field", "reason"),
+    [
+        ("cmd", "resync", b"{not json", "payload", "is not UTF-8 JSON"),
+        ("cmd", "resync", b"\xff\xfe", "payload", "is not UTF-8 JSON"),
+        ("cmd", "resync", b"[1, 2]", "payload", "must be a JSON object"),
+        ("cmd", "resync", b'{"args": {}}', "command_id", "is required"),
+        ("cmd", "resync", b'{"command_id": 5}', "command_id", "must be str"),
+        ("cmd", "self-destruct", b'{"command_id": "x1"}', "topic", "is not an action this device knows"),
+        ("cmd", "resync", b'{"command_id": "big", "pad": "' + b"x" * 70_000 + b'"}', "payload", "over the limit of 65536"),
+        ("set", "settings", b'{"data": {}}', "version", "is required"),
+        ("set", "settings", b'{"version": "7", "data": {}}', "version", "must be int"),
+        ("set", "settings", b'{"version": 1, "data": {"status_interval": 1}}', "data.status_interval", "must be a whole number from 10 to 3600"),
+        ("set", "settings", b'{"version": 1, "data": {"colour": "red"}}', "data.colour", "is not a setting"),
+        ("set", "fireworks", b'{"version": 1, "data": {}}', "topic", "is not a kind of desired state"),
+    ],
+)
+def test_bad_commands_are_rejected_with_a_reason_and_the_daemon_keeps_running(tmp_path, broker, subscriber, start_daemon, kind, name, payload, field, reason):
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker, broker_extra="max_command_bytes = 65536"))
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    t = topics_of(d)
+    topic = t.command(name) if kind == "cmd" else t.desired("device", name)
+    publish(broker, topic, payload)
+    rejected = subscriber.wait_for(lambda m: any(e["type"] == "command.rejected" for e in subscriber.events()))
+    event = next(e for e in subscriber.events() if e["type"] == "command.rejected")
+    assert event["data"]["field"] == field
+    assert reason in event["data"]["reason"]
+    assert event["data"]["topic"] == topic
+    validate_message(t.event("command.rejected"), json.dumps(event).encode())
+    # Still alive and still recording and publishing.
+    assert d.uplink.is_alive() and d.healthy()
+    d.buttons.press("w1", "satisfied")
+    subscriber.wait_events(1)
