@@ -132,7 +132,8 @@ class ControlServer(threading.Thread):
         self._halt.set()
         self._sock.close()
         self.path.unlink(missing_ok=True)
-        self.join(2)
+        if self.is_alive():
+            self.join(2)
 
 
 class ControlClient:

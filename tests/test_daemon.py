@@ -1,0 +1,216 @@
+"""The daemon in-process, with a fake clock: time anchors, alarms, the control socket, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.clock import FakeClock
+from appliance.config import load_config
+from appliance.control import ControlClient, ControlServer
+from appliance.daemon import Daemon
+from appliance.errors import ControlError
+from conftest import REPO, write_config
+
+
+@pytest.fixture
+def offline_daemon(tmp_path):
+    """A daemon with no broker (record and queue only) and a clock the test moves."""
+    clock = FakeClock(synced=False)
+    d = Daemon(load_config(write_config(tmp_path / "dev")), clock=clock, simulate=True)
+    d.start()
+    yield d
+    d.stop()
+
+
+def types(d: Daemon) -> list[str]:
+    return [r[0] for r in d.store.rows("SELECT type FROM outbox ORDER BY id")]
+
+
+def test_without_a_broker_presses_are_recorded_and_queued(offline_daemon):
+    d = offline_daemon
+    d.buttons.press("w1", "very_dissatisfied")
+    assert d.uplink.info.state == "disabled"
+    assert d.store.depth >= 1
+    event = d.store.recent_events(1)[0]
+    assert event["type"] == "button.pressed" and event["data"]["level_label"] == "非常不满意"
+    assert event["outbox_state"] == "pending"
+
+
+def test_events_before_sync_are_marked_and_an_anchor_follows_the_sync(offline_daemon):
+    d = offline_daemon
+    clock: FakeClock = d.clock
+    d.watch_clock()
+    assert "clock_unsynced" in [a.code for a in d.store.active_alarms()]
+    d.buttons.press("w1", "satisfied")
+    before = d.store.recent_events(1)[0]
+    assert before["clock_synced"] is False
+    # NTP fixes the clock: the wall time jumps, the monotonic reading does not.
+    clock.advance(5)
+    clock.set_wall(clock.now().replace(year=2026, month=12, day=1), synced=True)
+    d.watch_clock()
+    anchor = [e for e in d.store.recent_events(10) if e["type"] == "clock.synced"][0]
+    assert anchor["clock_synced"] is True and anchor["data"]["boot_id"] == before["boot_id"]
+    assert "clock_unsynced" not in [a.code for a in d.store.active_alarms()]
+    # The anchor lets a consumer correct the earlier event's time.
+    from datetime import datetime, timedelta
+
+    corrected = datetime.fromisoformat(anchor["data"]["time"]) - timedelta(seconds=(anchor["data"]["mono_ns"] - before["mono_ns"]) / 1e9)
+    assert corrected == datetime.fromisoformat(anchor["data"]["time"]) - timedelta(seconds=5)
+    # Only one anchor per transition.
+    d.watch_clock()
+    assert types(d).count("clock.synced") == 1
+
+
+def test_outbox_over_cap_raises_an_alarm_and_clears_it_when_drained(tmp_path):
+    d = Daemon(load_config(write_config(tmp_path / "dev", store_extra="outbox_cap = 100")), clock=FakeClock(), simulate=True)
+    d.start()
+    try:
+        for _ in range(100):
+            d.buttons.press("w2", "satisfied")
+        d.maintenance()
+        assert "outbox_full" in [a.code for a in d.store.active_alarms()]
+        ids = [r.id for r in d.store.unacked_after(0, 1000)]
+        d.store.mark_published(ids, final=True)
+        d.maintenance()
+        assert "outbox_full" not in [a.code for a in d.store.active_alarms()]
+        assert types(d).count("alarm.raised") == types(d).count("alarm.cleared") == 1
+    finally:
+        d.stop()
+
+
+def test_status_reports_what_the_page_and_the_birth_need(offline_daemon):
+    status = offline_daemon.status()
+    assert set(status) >= {"version", "device", "uplink", "outbox", "clock", "alarms", "applied", "pin_factory"}
+    assert status["pin_factory"] == "mock" and status["device"]["id"] == "hall-01"
+    json.dumps(status)  # it must travel as JSON
+
+
+def test_control_socket_presses_a_button_through_the_driver(offline_daemon, tmp_path):
+    control = ControlClient(offline_daemon.config.control.socket)
+    result = control.call("press", window="w2", level="dissatisfied")
+    assert result == {"window": "w2", "level": "dissatisfied", "seq": 1, "recorded": True}
+    assert offline_daemon.store.recent_events(1)[0]["data"]["window"] == "w2"
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "message"),
+    [
+        ("press", {"window": "w9", "level": "satisfied"}, "window 'w9' has no buttons; windows: w1, w2"),
+        ("press", {"window": "w2", "level": "very_satisfied"}, "window 'w2' has no 'very_satisfied' button; its buttons: basically_satisfied, dissatisfied, satisfied"),
+        ("press", {"window": "w1", "level": "great"}, "level: 'great' is not a rating level"),
+        ("press", {"window": "w1"}, "level: is required"),
+        ("launch", {}, "unknown operation 'launch'"),
+        ("badge", {"card": "123"}, "no badge reader yet"),
+    ],
+)
+def test_control_socket_refuses_bad_requests_clearly(offline_daemon, op, args, message):
+    with pytest.raises(ControlError, match=re.escape(message)):
+        ControlClient(offline_daemon.config.control.socket).call(op, **args)
+    assert offline_daemon.control.is_alive()
+
+
+def test_control_socket_answers_malformed_lines(tmp_path):
+    server = ControlServer(tmp_path / "c.sock")
+    assert server.dispatch(b"not json")["error"].startswith("malformed request")
+    assert server.dispatch(b'{"op": "x", "args": []}')["error"].startswith("malformed request")
+    assert "over" in server.dispatch(b"x" * 70_000)["error"]
+    server.stop()
+
+
+def test_control_socket_refuses_a_stranger_and_admits_the_group(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    import grp
+    import pwd
+
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(os.getgid()).gr_name
+    # pytest's tmp_path sits under a root-only directory; the stranger must reach the socket.
+    shared = Path(tempfile.mkdtemp(prefix="hall-ctl-"))
+    os.chmod(shared, 0o755)
+    server = ControlServer(shared / "c.sock", group=group)
+    server.register("ping", lambda args: "pong")
+    server.start()
+    os.chmod(server.path, 0o666)  # only the peer check stands between a stranger and the daemon
+
+    def call_as(uid: int, gids: list[int]) -> str:
+        code = (
+            "import os, sys, json; sys.path.insert(0, %r)\n"
+            "from appliance.control import ControlClient\n"
+            "from appliance.errors import ControlError\n"
+            "client = ControlClient(%r)\n"
+            "os.setgroups(%r); os.setgid(%d); os.setuid(%d)\n"
+            "try: print(client.call('ping'))\n"
+            "except ControlError as e: print('refused:', e)\n"
+        ) % (str(REPO), str(server.path), gids, gids[0], uid)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert not r.stderr, r.stderr
+        return r.stdout.strip()
+
+    try:
+        assert call_as(nobody.pw_uid, [nobody.pw_gid]).startswith("refused: not allowed")
+        assert call_as(nobody.pw_uid, [nobody.pw_gid, os.getgid()]) == "pong"
+    finally:
+        server.stop()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_sim_cli_reports_a_daemon_that_is_not_running(tmp_path):
+    config = write_config(tmp_path / "dev")
+    r = subprocess.run([sys.executable, "-m", "appliance.cli", "sim", "--config", str(config), "press", "w1", "satisfied"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1
+    assert "the appliance daemon is not running" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_simulate_starts_a_private_broker_and_sim_press_shows_up_there(tmp_path):
+    """What `make run` does: the simulator, its own Mosquitto, and `sim press` from a shell."""
+    config = tmp_path / "sim.toml"
+    config.write_text(
+        (REPO / "config" / "simulator.toml").read_text()
+        .replace('path = "../.sim/hall.db"', f'path = "{tmp_path}/state/hall.db"')
+        .replace('socket = "../.sim/control.sock"', f'socket = "{tmp_path}/state/control.sock"')
+        .replace('port = 8080', 'port = 18080')
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "simulate", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        sub_cmd = None
+        lines = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sub_cmd is None:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.strip().startswith("mosquitto_sub"):
+                sub_cmd = line.strip()
+        assert sub_cmd, "".join(lines)
+        port = re.search(r"-p (\d+)", sub_cmd).group(1)
+        # Run the printed command itself, narrowed to button events, until one arrives.
+        assert "'hall/v1/#'" in sub_cmd
+        watcher = subprocess.Popen(sub_cmd.replace("'hall/v1/#'", "'hall/v1/+/+/+/evt/button/#'") + " -C 1 -W 15", shell=True, stdout=subprocess.PIPE, text=True)
+        while "ready" not in "".join(lines):
+            lines.append(proc.stdout.readline())
+        time.sleep(0.5)
+        r = subprocess.run([sys.executable, "-m", "appliance.cli", "sim", "--config", str(config), "press", "w1", "very_satisfied"], capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("pressed very_satisfied at w1")
+        out, _ = watcher.communicate(timeout=20)
+        topic, payload = out.split(" ", 1)
+        assert topic == "hall/v1/sim-county/sim-township/sim-hall-01/evt/button/pressed"
+        assert json.loads(payload)["data"]["level"] == "very_satisfied"
+        assert int(port) > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+    assert proc.returncode == 0
