@@ -18,7 +18,8 @@ from services.levels import BY_CODE, LEVELS
 
 from .errors import ConfigError
 
-ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+# \Z, not $: $ also matches before a trailing newline, and "hall-01\n" is no MQTT username.
+ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})\Z")
 ID_FIX = "use 1 to 63 lower-case letters, digits and dashes, starting with a letter or digit, e.g. 'xlgl-baiyinxile-01'"
 
 PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "mock")
@@ -43,6 +44,8 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
+        if self.value is _WHOLE_FILE:
+            return f"{self.path}: {self.message}. Fix: {self.fix}"
         shown = "(missing)" if self.value is _MISSING else repr(self.value)
         return f"{self.path} = {shown}: {self.message}. Fix: {self.fix}"
 
@@ -53,6 +56,9 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+# The value of a problem with the file as a whole (unreadable, not UTF-8, not TOML): there is
+# no single value to show, and "(missing)" would say the file is absent when it is not.
+_WHOLE_FILE: Any = object()
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,9 @@ class _Reader:
         if value is _MISSING:
             if default is _MISSING:
                 self.problem(full, value, "is required", fix)
+                # None, not the (truthy) sentinel, so that `or ""` and defaults taken from this
+                # value (broker.username) do not report the same absence twice.
+                return None
             return default
         kinds = kind if isinstance(kind, tuple) else (kind,)
         # TOML booleans are not integers to a person writing a config.
@@ -260,7 +269,11 @@ class _Reader:
         value = self.get(tbl, path, key, str, default, fix=fix, check=_non_empty)
         if value is None or value is _MISSING:
             return None
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # "~someone/…" for a user this system does not have
+            self.problem(f"{path}.{key}" if path else key, value, "starts with a home directory this system does not have", "give an absolute path")
+            return None
         return p if p.is_absolute() else (self.base_dir / p)
 
 
@@ -299,13 +312,17 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError([Problem(str(path), _MISSING, f"cannot be read ({exc.strerror})", "give the path of an existing, readable config file")]) from None
+        raise ConfigError([Problem(str(path), _WHOLE_FILE, f"cannot be read ({exc.strerror})", "give the path of an existing, readable config file")]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Windows Notepad may save UTF-8 with a byte-order mark, which TOML refuses.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), _MISSING, f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([Problem(str(path), _MISSING, f"is not valid TOML ({exc})", "correct the syntax at that line; compare with config/appliance.example.toml")]) from None
+        line = exc.object.count(b"\n", 0, exc.start) + 1  # exc.object: the bytes after any BOM
+        raise ConfigError([Problem(str(path), _WHOLE_FILE, f"is not UTF-8 text (line {line}, byte {exc.start})", "save the file as UTF-8")]) from None
+    # tomllib lets two failures of its own through: an integer past Python's 4300-digit
+    # limit (ValueError) and arrays nested past the recursion limit.
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError([Problem(str(path), _WHOLE_FILE, f"is not valid TOML ({exc})", "correct the syntax at that line; compare with config/appliance.example.toml")]) from None
     return parse_config(data, base_dir=path.resolve().parent, source=path)
 
 
@@ -346,7 +363,7 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
         inflight=r.get(b, "broker", "inflight", int, 20, fix="give a window between 1 and 1000", check=_between(1, 1000)),
         aggregator_ack=r.get(b, "broker", "aggregator_ack", bool, True, fix="true when the county aggregator acknowledges events, false to trust the broker's PUBACK"),
         reconnect_min_s=r.get(b, "broker", "reconnect_min", float, 1.0, fix="give seconds between 0.1 and 60", check=_between(0.1, 60)),
-        reconnect_max_s=r.get(b, "broker", "reconnect_max", float, 120.0, fix="give seconds between 1 and 3600", check=_between(1, 3600)),
+        reconnect_max_s=r.get(b, "broker", "reconnect_max", float, 120.0, fix="give seconds between 0.1 and 3600", check=_between(0.1, 3600)),
         max_command_bytes=r.get(b, "broker", "max_command_bytes", int, 1 << 20, fix="give bytes between 1024 and 16777216", check=_between(1024, 16 << 20)),
     )
     if broker.reconnect_min_s and broker.reconnect_max_s and broker.reconnect_min_s > broker.reconnect_max_s:
