@@ -244,14 +244,18 @@ class Daemon:
             StateHandler(validate=validate_settings, apply=lambda conn, scopes: None, after=self._apply_settings),
         )
 
-    def _load_settings(self) -> None:
+    def _load_settings(self) -> dict:
         applied = self.store.applied_state("settings")
         self._apply_settings({scope: data for scope, (_, data) in applied.items()})
+        return self.settings
 
     def _apply_settings(self, scopes: dict) -> None:
         merged = {k: v[2] for k, v in SETTINGS.items()}
         for data in scopes.values():  # widest first: the narrower scope wins
             merged.update(data)
+        # Changes made on the config page (kept in the store's settings table) win over the
+        # county's desired state: they are the latest word of someone at this device.
+        merged.update({k: v for k, v in self.store.local_settings().items() if k in SETTINGS})
         self.settings = merged
         if self.uplink:
             self.uplink.status_interval_s = merged["status_interval"]
@@ -263,7 +267,7 @@ class Daemon:
         ctl.register("press", self._control_press)
         ctl.register("badge", lambda args: _not_yet("badge reader", "the roster and check-in work"))
         ctl.register("frame", lambda args: _not_yet("LED board", "the board work"))
-        ctl.register("reload", lambda args: {"reloaded": []})
+        ctl.register("reload", lambda args: {"settings": self._load_settings()})
 
     def _control_press(self, args: dict) -> dict:
         window = require(args, "window", str)

@@ -83,6 +83,25 @@ MIGRATIONS: tuple[str, ...] = (
         changed_by TEXT NOT NULL
     );
     """,
+    # 2: the config page's accounts and its audit log.
+    """
+    CREATE TABLE users (
+        username TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('director', 'county_it')),
+        password_hash TEXT NOT NULL,
+        must_change INTEGER NOT NULL DEFAULT 0,
+        language TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        username TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -138,6 +157,7 @@ class Store:
         free_space_floor_mb: int = 200,
         reserve_mb: int = 32,
         free_bytes: Callable[[Path], int] | None = None,
+        recover: bool = True,
     ) -> None:
         self.path = Path(path)
         self.outbox_cap = outbox_cap
@@ -149,6 +169,9 @@ class Store:
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Recorded], None]] = []
         self.recovered_from: Path | None = None
+        # Only the daemon moves a damaged file aside; another process (the web page) that
+        # finds it damaged reports the error instead of racing the daemon.
+        self.recover = recover
         self.dropped_telemetry = 0
         self.below_floor = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +182,8 @@ class Store:
         self._bk = self._connect("NORMAL")
         self.store_id: str = self._meta("store_id")
         self._depth = self._count_unacked()
-        self._ensure_reserve()
+        if recover:
+            self._ensure_reserve()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -188,6 +212,8 @@ class Store:
                 raise StoreFullError(f"{self.path}: no room to open the store ({exc})") from exc
             if conn is not None:
                 conn.close()
+            if not self.recover:
+                raise StoreError(f"{self.path} cannot be used ({exc}); the daemon repairs it when it starts") from exc
             self.recovered_from = self._move_aside(str(exc))
             conn = self._connect()
             self._migrate(conn)
@@ -519,6 +545,12 @@ class Store:
             " version = excluded.version, data = excluded.data, applied_at = excluded.applied_at",
             (name, scope, version, json.dumps(data, ensure_ascii=False), applied_at),
         )
+
+    def local_settings(self) -> dict[str, Any]:
+        """Settings changed on the config page: key → value."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM settings").fetchall()
+        return {key: json.loads(value) for key, value in rows}
 
     def rows(self, sql: str, params: Iterable = ()) -> list[tuple]:
         """Run a read-only query (for services and tests that read their own tables)."""
