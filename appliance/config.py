@@ -11,9 +11,11 @@ import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any, Callable
 
+from services.calendar import parse_hours
 from services.levels import BY_CODE, LEVELS
 
 from .errors import ConfigError
@@ -30,6 +32,11 @@ BADGE_DRIVERS = ("evdev", "simulated")
 # BCM pins an SPI bus claims on the 40-pin header (MOSI, MISO, SCLK and the chip selects);
 # a button on one of them would fight the display driver.
 SPI_PINS = {0: frozenset({7, 8, 9, 10, 11}), 1: frozenset({16, 17, 18, 19, 20, 21})}
+# What a plain list of button pins means, best level first.
+DEFAULT_LEVELS = {
+    3: ("satisfied", "basically_satisfied", "dissatisfied"),
+    5: tuple(level.code for level in LEVELS),
+}
 # The usable BCM GPIO range on the 40-pin header.
 GPIO_RANGE = range(2, 28)
 
@@ -179,6 +186,25 @@ class ClockConfig:
 
 
 @dataclass(frozen=True)
+class HallConfig:
+    """The hall itself: its opening hours on working days."""
+
+    opening_hours: tuple[tuple[time, time], ...] = ((time(8, 30), time(12, 0)), (time(14, 30), time(17, 30)))
+
+
+@dataclass(frozen=True)
+class RatingsConfig:
+    """How presses are read and flagged, and how long a 差评 follow-up may take."""
+
+    debounce_ms: int = 50
+    stuck_after_s: float = 20.0
+    repeat_interval_s: float = 5.0
+    burst_limit: int = 10
+    callback_working_days: int = 1
+    rectify_working_days: int = 15
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole config, valid by construction."""
 
@@ -193,6 +219,8 @@ class Config:
     control: ControlConfig
     clock: ClockConfig
     source: Path | None = field(default=None, compare=False)
+    hall: HallConfig = HallConfig()
+    ratings: RatingsConfig = RatingsConfig()
 
     def window(self, window_id: str) -> WindowConfig | None:
         """The window with this id, or None."""
@@ -329,7 +357,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(data: dict, base_dir: Path | None = None, source: Path | None = None) -> Config:
     """Validate an already-parsed TOML document; relative paths are taken from ``base_dir``."""
     r = _Reader(base_dir or Path.cwd())
-    r.unknown(data, "", ("device", "broker", "store", "gpio", "windows", "display", "badge", "web", "control", "clock"))
+    r.unknown(data, "", ("device", "hall", "broker", "store", "gpio", "windows", "ratings", "display", "badge", "web", "control", "clock"))
 
     d = r.table(data, "", "device", ("id", "hall", "township", "county"))
     device = DeviceConfig(
@@ -428,10 +456,31 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
         check_interval_s=r.get(ck, "clock", "check_interval", float, 10.0, fix="give seconds between 0.1 and 3600", check=_between(0.1, 3600)),
     )
 
+    h = r.table(data, "", "hall", ("opening_hours",))
+    hours_raw = r.get(h, "hall", "opening_hours", list, ["08:30-12:00", "14:30-17:30"], fix='list the spans the hall is open on working days, e.g. ["08:30-12:00", "14:30-17:30"]')
+    hall = HallConfig()
+    if hours_raw is not None:
+        try:
+            hall = HallConfig(parse_hours(hours_raw))
+        except ValueError as exc:
+            r.problem("hall.opening_hours", hours_raw, f"{exc}", 'write spans as "HH:MM-HH:MM" in order, e.g. ["08:30-12:00", "14:30-17:30"]')
+
+    rt = r.table(data, "", "ratings", ("debounce_ms", "stuck_after", "repeat_interval", "burst_limit", "callback_working_days", "rectify_working_days"))
+    ratings = RatingsConfig(
+        debounce_ms=r.get(rt, "ratings", "debounce_ms", int, 50, fix="give milliseconds between 1 and 1000", check=_between(1, 1000)),
+        stuck_after_s=r.get(rt, "ratings", "stuck_after", float, 20.0, fix="give seconds between 2 and 3600", check=_between(2, 3600)),
+        repeat_interval_s=r.get(rt, "ratings", "repeat_interval", float, 5.0, fix="give seconds between 0 and 600", check=_between(0, 600)),
+        burst_limit=r.get(rt, "ratings", "burst_limit", int, 10, fix="give presses per minute between 2 and 1000", check=_between(2, 1000)),
+        callback_working_days=r.get(rt, "ratings", "callback_working_days", int, 1, fix="give working days between 0 and 30", check=_between(0, 30)),
+        rectify_working_days=r.get(rt, "ratings", "rectify_working_days", int, 15, fix="give working days between 1 and 90", check=_between(1, 90)),
+    )
+    if ratings.callback_working_days and ratings.rectify_working_days and ratings.callback_working_days > ratings.rectify_working_days:
+        r.problem("ratings.callback_working_days", ratings.callback_working_days, f"is after ratings.rectify_working_days ({ratings.rectify_working_days})", "call back before the rectification deadline")
+
     _cross_checks(r, windows, display)
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(device, broker, store, gpio, windows, display, badge, web, control, clock, source)
+    return Config(device, broker, store, gpio, windows, display, badge, web, control, clock, source, hall, ratings)
 
 
 def _multiple_of_8(value: int) -> str | None:
@@ -464,8 +513,18 @@ def _windows(r: _Reader, raw: Any) -> tuple[WindowConfig, ...]:
         buttons: list[tuple[str, int]] = []
         if buttons_raw is _MISSING or buttons_raw == {}:
             r.problem(f"{path}.buttons", buttons_raw, "has no buttons", f"map 3 to 5 rating levels to GPIO pins, e.g. buttons = {{ satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }}")
+        elif isinstance(buttons_raw, list):
+            # A plain list of pins, best level first: the usual 3-button box or the full scale.
+            default = DEFAULT_LEVELS.get(len(buttons_raw))
+            if default is None:
+                r.problem(f"{path}.buttons", buttons_raw, f"lists {len(buttons_raw)} pins; a list means 3 (满意, 基本满意, 不满意) or 5 (the whole scale)", "list 3 or 5 pins, or map levels to pins: buttons = { very_satisfied = 5, satisfied = 6, dissatisfied = 13, very_dissatisfied = 19 }")
+            else:
+                for code, (j, pin) in zip(default, enumerate(buttons_raw)):
+                    value = r.get({code: pin}, f"{path}.buttons[{j}]", code, int, fix="give the button's BCM GPIO number", check=_gpio_pin)
+                    if value is not None:
+                        buttons.append((code, value))
         elif not isinstance(buttons_raw, dict):
-            r.problem(f"{path}.buttons", buttons_raw, "must be a table of level = pin", "write e.g. buttons = { satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }")
+            r.problem(f"{path}.buttons", buttons_raw, "must be a table of level = pin, or a list of 3 or 5 pins", "write e.g. buttons = { satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }")
         else:
             for code, pin in buttons_raw.items():
                 bpath = f"{path}.buttons.{code}"

@@ -17,7 +17,10 @@ from typing import Any
 
 from drivers.buttons import WindowButtons
 from drivers.gpio import make_pin_factory
+from drivers.indicators import WindowIndicators
+from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import BY_CODE
+from services.ratings import FollowupRejected, RatingPolicy, Ratings
 
 from . import __version__
 from .clock import Clock, SystemClock, boot_id
@@ -38,6 +41,18 @@ SETTINGS = {
     "status_interval": (10, 3600, 60),
 }
 MAINTENANCE_INTERVAL_S = 60.0
+
+
+def _rejecting(validate, *errors):
+    """Turn a service's own validation error (with ``field`` and ``reason``) into CommandRejected."""
+
+    def checked(data: Any) -> Any:
+        try:
+            return validate(data)
+        except errors as exc:
+            raise CommandRejected(exc.reason, exc.field) from None
+
+    return checked
 
 
 def validate_settings(data: Any) -> dict:
@@ -68,6 +83,7 @@ class Daemon:
         self.uplink: Uplink | None = None
         self.control: ControlServer | None = None
         self.buttons: WindowButtons | None = None
+        self.indicators: WindowIndicators | None = None
         self.pin_factory_name = ""
         self._was_synced: bool | None = None
         self._stopped = False
@@ -90,8 +106,29 @@ class Daemon:
                 "store_damaged",
                 f"the database failed its integrity check; kept as {self.store.recovered_from} and a fresh store was started",
             )
+        self.calendar = HallCalendar(
+            c.hall.opening_hours,
+            on_unknown_year=lambda year: self.recorder.raise_alarm(
+                "calendar_year_unknown", f"no holiday calendar for {year}: working days follow the weekday rule until the county sends one"
+            ),
+        )
+        self.ratings = Ratings(
+            self.recorder,
+            self.store,
+            self.clock,
+            self.calendar,
+            {w.id: w.name for w in c.windows},
+            RatingPolicy(
+                repeat_interval_s=c.ratings.repeat_interval_s,
+                burst_limit=c.ratings.burst_limit,
+                callback_working_days=c.ratings.callback_working_days,
+                rectify_working_days=c.ratings.rectify_working_days,
+            ),
+            on_feedback=self._feedback,
+        )
         self.router = CommandRouter(self.recorder, c.broker.max_command_bytes)
         self._register_commands()
+        self._load_calendar()
         self._load_settings()
         self.uplink = Uplink(c.broker, self.recorder, self.router, self.clock, self.status, status_interval_s=self.settings["status_interval"])
 
@@ -99,7 +136,16 @@ class Daemon:
         self.pin_factory_name = in_use
         if c.gpio.pin_factory not in ("auto", in_use) and not self.simulate:
             self.recorder.raise_alarm("pin_factory", f"configured {c.gpio.pin_factory} but {in_use} is in use")
-        self.buttons = WindowButtons(c.windows, factory, self.on_press)
+        self.buttons = WindowButtons(
+            c.windows,
+            factory,
+            self.on_press,
+            on_stuck=self.on_stuck,
+            debounce_s=c.ratings.debounce_ms / 1000,
+            stuck_after_s=c.ratings.stuck_after_s,
+            hardware_bounce_s=None if in_use == "mock" else 0.005,
+        )
+        self.indicators = WindowIndicators(c.windows, factory)
 
         self.control = ControlServer(c.control.socket, c.control.group)
         self._register_control()
@@ -118,6 +164,8 @@ class Daemon:
         notify("STOPPING=1")
         if self.buttons:
             self.buttons.close()
+        if self.indicators:
+            self.indicators.close()
         if self.control:
             self.control.stop()
         if self.uplink and self.uplink.is_alive():
@@ -137,6 +185,7 @@ class Daemon:
             now = time.monotonic()
             if interval and self.healthy():
                 notify("WATCHDOG=1")
+            self.buttons.tick()
             if now >= next_clock:
                 next_clock = now + self.config.clock.check_interval_s
                 self.watch_clock()
@@ -162,12 +211,22 @@ class Daemon:
     # -- what people do ---------------------------------------------------------------
 
     def on_press(self, window_id: str, level: str) -> None:
-        """A rating button was pressed: record it durably, with its outbox row."""
-        window = self.config.window(window_id)
-        self.recorder.record(
-            "button.pressed",
-            {"window": window_id, "window_name": window.name if window else window_id, "level": level, "level_label": BY_CODE[level].label},
-        )
+        """A rating button was pressed: the ratings service records it durably."""
+        self.ratings.press(window_id, level)
+
+    def _feedback(self, window_id: str, level: str) -> None:
+        # The window's LED says "taken"; the board's thank-you arrives with the board work.
+        if self.indicators:
+            self.indicators.blink(window_id)
+
+    def on_stuck(self, window_id: str, level: str, stuck: bool) -> None:
+        """A button jammed (or freed): reported once, never counted as a stream of presses."""
+        self.recorder.telemetry("button.stuck" if stuck else "button.freed", {"window": window_id, "level": level}, droppable=False)
+        jammed = self.buttons.stuck_buttons()
+        if jammed:
+            self.recorder.raise_alarm("button_stuck", "held down: " + ", ".join(f"{w}/{lv}" for w, lv in jammed))
+        else:
+            self.recorder.clear_alarm("button_stuck")
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -177,8 +236,10 @@ class Daemon:
         if synced and self._was_synced is False:
             # Events of this boot recorded before now can be corrected from this pair:
             # true time = anchor.time - (anchor.mono_ns - event.mono_ns) / 1e9.
-            self.recorder.telemetry("clock.synced", {"boot_id": self.boot_id, "mono_ns": self.clock.monotonic_ns(), "time": self.clock.now().isoformat(timespec="milliseconds")}, droppable=False)
+            anchor_mono, anchor_time = self.clock.monotonic_ns(), self.clock.now()
+            self.recorder.telemetry("clock.synced", {"boot_id": self.boot_id, "mono_ns": anchor_mono, "time": anchor_time.isoformat(timespec="milliseconds")}, droppable=False)
             self.recorder.clear_alarm("clock_unsynced")
+            self.ratings.settle(anchor_time, anchor_mono, self.boot_id)
             self.uplink.publish_status_soon()
         elif not synced and self._was_synced is None:
             self.recorder.raise_alarm("clock_unsynced", "the clock is not synchronised yet; time-of-day verdicts stay provisional")
@@ -199,6 +260,10 @@ class Daemon:
             self.recorder.clear_alarm("disk_low")
         else:
             self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
+        try:
+            self.ratings.check_overdue()
+        except StoreError as exc:
+            log.error("overdue check failed: %s", exc)
         summary = store.outbox_summary()
         if summary["depth"] >= store.outbox_cap:
             self.recorder.raise_alarm("outbox_full", f"{summary['depth']} events wait to be sent (cap {store.outbox_cap}); telemetry is dropped, what people do is kept")
@@ -226,6 +291,8 @@ class Daemon:
             "applied": self.store.applied_versions(),
             "pin_factory": self.pin_factory_name,
             "simulated": self.simulate,
+            "calendar": {str(y): self.calendar.source(y) for y in (self.clock.now().year, self.clock.now().year + 1)},
+            "ratings_today": self.ratings.figures()["total"],
         }
 
     # -- commands and control -----------------------------------------------------------
@@ -243,6 +310,31 @@ class Daemon:
             "settings",
             StateHandler(validate=validate_settings, apply=lambda conn, scopes: None, after=self._apply_settings),
         )
+        self.router.register_state(
+            "calendar",
+            StateHandler(
+                validate=_rejecting(lambda data: (validate_calendar(data), data)[1], CalendarInvalid),
+                apply=lambda conn, scopes: None,
+                after=self._apply_calendar,
+            ),
+        )
+        self.router.register_action(
+            "followup.close",
+            ActionHandler(validate=_rejecting(self.ratings.validate_close, FollowupRejected), apply=self.ratings.apply_close),
+        )
+
+    def _load_calendar(self) -> None:
+        applied = self.store.applied_state("calendar")
+        self._apply_calendar({scope: data for scope, (_, data) in applied.items()})
+
+    def _apply_calendar(self, scopes: dict) -> None:
+        years = {}
+        for data in scopes.values():  # widest first: a township's year replaces the county's
+            years.update(validate_calendar(data))
+        self.calendar.set_county_years(years)
+        this_year = self.clock.now().year
+        if all(self.calendar.source(y) != "weekday_rule" for y in (this_year,)):
+            self.recorder.clear_alarm("calendar_year_unknown")
 
     def _load_settings(self) -> dict:
         applied = self.store.applied_state("settings")
@@ -265,6 +357,7 @@ class Daemon:
         ctl.register("status", lambda args: self.status())
         ctl.register("events", lambda args: self.store.recent_events(int(args.get("limit", 20))))
         ctl.register("press", self._control_press)
+        ctl.register("figures", lambda args: self.ratings.figures(args.get("day")) | {"followups": self.ratings.open_followups()})
         ctl.register("badge", lambda args: _not_yet("badge reader", "the roster and check-in work"))
         ctl.register("frame", lambda args: _not_yet("LED board", "the board work"))
         ctl.register("reload", lambda args: {"settings": self._load_settings()})
@@ -274,9 +367,11 @@ class Daemon:
         level = require(args, "level", str)
         if level not in BY_CODE:
             raise CommandRejected(f"'{level}' is not a rating level; levels: {', '.join(BY_CODE)}", "level")
-        before = self.store.last_seq("person")
+        latest = "SELECT MAX(seq) FROM ratings WHERE window = ?"
+        before = self.store.rows(latest, (window,))[0][0]
         self.buttons.press(window, level)
-        return {"window": window, "level": level, "seq": self.store.last_seq("person"), "recorded": self.store.last_seq("person") > before}
+        after = self.store.rows(latest, (window,))[0][0]
+        return {"window": window, "level": level, "seq": after, "recorded": after != before}
 
 
 def _not_yet(what: str, where: str) -> dict:

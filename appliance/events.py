@@ -16,8 +16,10 @@ from typing import Callable, Protocol
 
 from .clock import Clock
 from .config import DeviceConfig
+from services.sink import EventSpec
+
 from .errors import StoreError
-from .store import PERSON, TELEMETRY, Recorded, Store
+from .store import PERSON, TELEMETRY, Pending, Recorded, Store
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +110,11 @@ class Recorder:
         self.clock = clock
         self.boot_id = boot_id
 
-    def envelope(self, event_type: str, stream: str, seq: int, data: dict) -> dict:
+    def envelope(self, event_type: str, stream: str, seq: int, data: dict, event_id: str | None = None) -> dict:
         """The envelope for one event; see docs/mqtt.md for every field."""
         return {
             "v": 1,
-            "event_id": str(uuid.uuid4()),
+            "event_id": event_id or str(uuid.uuid4()),
             "type": event_type,
             "stream": stream,
             "seq": seq,
@@ -145,6 +147,21 @@ class Recorder:
             lambda seq: self.envelope(event_type, stream, seq, data),
             droppable=droppable,
             domain=domain,
+        )
+
+    def record_together(self, events: list[EventSpec]) -> list[Recorded]:
+        """Record several events in one transaction: all of them or none."""
+        return self.store.append_many(
+            [
+                Pending(
+                    e.stream,
+                    e.type,
+                    self.topics.event(e.type),
+                    (lambda seq, e=e: self.envelope(e.type, e.stream, seq, e.data, e.event_id)),
+                    e.domain,
+                )
+                for e in events
+            ]
         )
 
     def telemetry(self, event_type: str, data: dict, *, droppable: bool = True, domain=None) -> Recorded | None:

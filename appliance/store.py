@@ -102,6 +102,45 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
+    # 3: ratings at the windows and the follow-ups poor ratings open.
+    """
+    CREATE TABLE ratings (
+        event_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        window TEXT NOT NULL,
+        level TEXT NOT NULL,
+        score INTEGER NOT NULL,
+        staff_id TEXT,
+        flags TEXT NOT NULL,
+        at TEXT NOT NULL,
+        day TEXT NOT NULL,
+        clock_synced INTEGER NOT NULL,
+        boot_id TEXT NOT NULL,
+        mono_ns INTEGER NOT NULL
+    );
+    CREATE INDEX ratings_day ON ratings (day, window);
+    CREATE TABLE followups (
+        id TEXT PRIMARY KEY,
+        rating_event_id TEXT NOT NULL REFERENCES ratings (event_id),
+        window TEXT NOT NULL,
+        level TEXT NOT NULL,
+        staff_id TEXT,
+        opened_at TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        mono_ns INTEGER,
+        callback_due TEXT NOT NULL,
+        rectify_due TEXT NOT NULL,
+        provisional INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+        called_back_at TEXT,
+        closed_at TEXT,
+        closed_by TEXT,
+        outcome TEXT,
+        note TEXT,
+        overdue_notified TEXT
+    );
+    CREATE INDEX followups_open ON followups (state, callback_due);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -130,6 +169,17 @@ class Recorded:
     envelope: dict
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event about to be recorded: ``build(seq)`` makes the envelope, ``domain`` writes rows."""
+
+    stream: str
+    event_type: str
+    topic: str
+    build: Callable[[int], dict]
+    domain: Callable[[sqlite3.Connection, dict], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,45 +339,55 @@ class Store:
         refused at the outbox cap or below the free-space floor; what a person did is never
         refused, and a full disk raises StoreFullError after releasing the reserve.
         """
-        if stream not in STREAMS:
-            raise ValueError(f"unknown stream {stream!r}")
         if droppable and (self._depth >= self.outbox_cap or self.below_floor):
             self.dropped_telemetry += 1
             return None
+        return self.append_many([Pending(stream, event_type, topic, build, domain)])[0]
+
+    def append_many(self, items: list["Pending"]) -> list[Recorded]:
+        """Record several events in one transaction (a rating and the follow-up it opens)."""
+        for item in items:
+            if item.stream not in STREAMS:
+                raise ValueError(f"unknown stream {item.stream!r}")
+        names = ", ".join(item.event_type for item in items)
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    recorded = self._append_once(stream, event_type, topic, build, domain)
+                    recorded = self._append_once(items)
                     break
                 except sqlite3.OperationalError as exc:
                     if not _is_full(exc):
-                        raise StoreError(f"could not record {event_type}: {exc}") from exc
+                        raise StoreError(f"could not record {names}: {exc}") from exc
                     if attempt == 2 or not self.release_reserve():
-                        raise StoreFullError(f"no room to record {event_type} in {self.path}: {exc}") from exc
-            self._depth += 1
-        for fn in self._listeners:
-            fn(recorded)
+                        raise StoreFullError(f"no room to record {names} in {self.path}: {exc}") from exc
+            self._depth += len(recorded)
+        for r in recorded:
+            for fn in self._listeners:
+                fn(r)
         return recorded
 
-    def _append_once(self, stream, event_type, topic, build, domain) -> Recorded:
+    def _append_once(self, items: list["Pending"]) -> list[Recorded]:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
+        out = []
         try:
-            seq = conn.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (stream,)).fetchone()[0]
-            envelope = build(seq)
-            if domain is not None:
-                domain(conn, envelope)
-            payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
-            cur = conn.execute(
-                "INSERT INTO outbox (stream, seq, event_id, type, topic, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (stream, seq, envelope["event_id"], event_type, topic, payload, envelope["time"]),
-            )
+            for item in items:
+                seq = conn.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (item.stream,)).fetchone()[0]
+                envelope = item.build(seq)
+                if item.domain is not None:
+                    item.domain(conn, envelope)
+                payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+                cur = conn.execute(
+                    "INSERT INTO outbox (stream, seq, event_id, type, topic, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (item.stream, seq, envelope["event_id"], item.event_type, item.topic, payload, envelope["time"]),
+                )
+                out.append(Recorded(cur.lastrowid, item.stream, seq, envelope, item.topic, payload))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return Recorded(cur.lastrowid, stream, seq, envelope, topic, payload)
+        return out
 
     # -- the outbox, for the uplink -----------------------------------------------------
 

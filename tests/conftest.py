@@ -46,6 +46,10 @@ reserve_mb = 0
 [gpio]
 pin_factory = "mock"
 
+[ratings]
+# Simulated presses hold the contact for the debounce time; keep tests quick.
+debounce_ms = 2
+
 [[windows]]
 id = "w1"
 name = "综合受理窗口"
@@ -140,7 +144,7 @@ class Subscriber:
             docs = [json.loads(m.payload) for m in self.messages if "/evt/" in m.topic]
         return [d for d in docs if event_type is None or d["type"] == event_type]
 
-    def wait_events(self, count: int, event_type: str = "button.pressed", timeout: float = 15.0) -> list[dict]:
+    def wait_events(self, count: int, event_type: str = "rating.recorded", timeout: float = 15.0) -> list[dict]:
         self.wait_for(lambda msgs: len([1 for m in msgs if "/evt/" in m.topic and json.loads(m.payload)["type"] == event_type]) >= count, timeout)
         return self.events(event_type)
 

@@ -156,7 +156,7 @@ KNOWN = _parser_known_keys()
 
 def test_known_keys_are_found_in_the_parser():
     # If the parser is restructured, this test has to be taught the new shape, not pass silently.
-    assert set(KNOWN) == {"", "device", "broker", "broker.tls", "store", "gpio", "windows", "display", "badge", "web", "control", "clock"}
+    assert set(KNOWN) == {"", "device", "hall", "broker", "broker.tls", "store", "gpio", "windows", "ratings", "display", "badge", "web", "control", "clock"}
     assert KNOWN[""] == {f.name for f in dataclasses.fields(Config)} - {"source"}
 
 
@@ -226,7 +226,7 @@ BROKEN = [
     ),
     pytest.param(
         edited(("buttons = { satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }", 'buttons = "17, 27, 22"')),
-        ["windows[0].buttons = '17, 27, 22': must be a table of level = pin. Fix: write e.g. buttons = { satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }"],
+        ["windows[0].buttons = '17, 27, 22': must be a table of level = pin, or a list of 3 or 5 pins. Fix: write e.g. buttons = { satisfied = 17, basically_satisfied = 27, dissatisfied = 22 }"],
         id="buttons-not-a-table",
     ),
     pytest.param(

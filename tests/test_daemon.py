@@ -42,7 +42,9 @@ def test_without_a_broker_presses_are_recorded_and_queued(offline_daemon):
     assert d.uplink.info.state == "disabled"
     assert d.store.depth >= 1
     event = d.store.recent_events(1)[0]
-    assert event["type"] == "button.pressed" and event["data"]["level_label"] == "非常不满意"
+    assert [e["type"] for e in d.store.recent_events(2)] == ["followup.opened", "rating.recorded"]
+    event = d.store.recent_events(2)[1]
+    assert event["data"]["level_label"] == "非常不满意"
     assert event["outbox_state"] == "pending"
 
 
@@ -198,7 +200,7 @@ def test_simulate_starts_a_private_broker_and_sim_press_shows_up_there(tmp_path)
         port = re.search(r"-p (\d+)", sub_cmd).group(1)
         # Run the printed command itself, narrowed to button events, until one arrives.
         assert "'hall/v1/#'" in sub_cmd
-        watcher = subprocess.Popen(sub_cmd.replace("'hall/v1/#'", "'hall/v1/+/+/+/evt/button/#'") + " -C 1 -W 15", shell=True, stdout=subprocess.PIPE, text=True)
+        watcher = subprocess.Popen(sub_cmd.replace("'hall/v1/#'", "'hall/v1/+/+/+/evt/rating/#'") + " -C 1 -W 15", shell=True, stdout=subprocess.PIPE, text=True)
         while "ready" not in "".join(lines):
             lines.append(proc.stdout.readline())
         time.sleep(0.5)
@@ -207,7 +209,7 @@ def test_simulate_starts_a_private_broker_and_sim_press_shows_up_there(tmp_path)
         assert r.stdout.startswith("pressed very_satisfied at w1")
         out, _ = watcher.communicate(timeout=20)
         topic, payload = out.split(" ", 1)
-        assert topic == "hall/v1/sim-county/sim-township/sim-hall-01/evt/button/pressed"
+        assert topic == "hall/v1/sim-county/sim-township/sim-hall-01/evt/rating/recorded"
         assert json.loads(payload)["data"]["level"] == "very_satisfied"
         assert int(port) > 0
     finally:

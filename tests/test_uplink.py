@@ -70,7 +70,7 @@ def test_events_arrive_in_seq_order_and_match_the_contract(tmp_path, broker, sub
     # Everything the device published — events, alarms, status — validates against its schema.
     msgs = subscriber.wait_for(lambda m: any(x.topic.endswith("/status") for x in m))
     used = {validate_message(m.topic, m.payload) for m in msgs}
-    assert any("button.pressed" in name for name in used)
+    assert any("rating.recorded" in name for name in used)
     assert any("status" in name for name in used)
     assert events[0]["data"]["window"] == "w2" and events[0]["data"]["level_label"] == "满意"
     wait_until(lambda: d.store.depth == 0, what="outbox drained")
@@ -85,7 +85,7 @@ def test_events_recorded_while_the_broker_is_down_all_arrive_when_it_returns(tmp
     for _ in range(50):
         d.buttons.press("w1", "dissatisfied")
     assert d.store.depth == 50
-    assert d.status()["outbox"]["oldest"]["type"] == "button.pressed"
+    assert d.status()["outbox"]["oldest"]["type"] == "rating.recorded"
     time.sleep(1.0)  # a while offline, reconnect attempts failing
     broker.start()
     events = subscriber.wait_events(51, timeout=30)
@@ -99,7 +99,7 @@ def test_aggregator_ack_prunes_only_for_its_own_store_id(tmp_path, broker, subsc
         d.buttons.press("w1", "satisfied")
     subscriber.wait_events(5)
     # PUBACK alone is not enough when the deployment has an aggregator ack.
-    wait_until(lambda: d.store.rows("SELECT COUNT(*) FROM outbox WHERE type = 'button.pressed' AND state = 'published'")[0][0] == 5, what="published")
+    wait_until(lambda: d.store.rows("SELECT COUNT(*) FROM outbox WHERE type = 'rating.recorded' AND state = 'published'")[0][0] == 5, what="published")
     assert d.store.depth >= 5
 
     publish(broker, topics_of(d).ack, json.dumps({"store_id": str(uuid.uuid4()), "seq": 5}), retain=True)
@@ -119,12 +119,12 @@ def test_after_a_reconnect_unacknowledged_events_are_sent_again(tmp_path, broker
     subscriber.wait_events(3)
     publish(broker, topics_of(d).ack, json.dumps({"store_id": d.store.store_id, "seq": 1}), retain=True)
     wait_until(lambda: d.store.depth <= 2 + d.store.rows("SELECT COUNT(*) FROM outbox WHERE stream='telemetry' AND state != 'acked'")[0][0])
-    before = len(subscriber.events("button.pressed"))
+    before = len(subscriber.events("rating.recorded"))
     broker.stop()
     broker.start()
     subscriber.wait_events(before + 2)
     time.sleep(0.5)
-    again = subscriber.events("button.pressed")[before:]
+    again = subscriber.events("rating.recorded")[before:]
     # Seq 1 was acknowledged by the aggregator; 2 and 3 were not, so they went again.
     assert sorted(e["seq"] for e in again) == [2, 3]
 
@@ -156,8 +156,8 @@ def test_a_publish_refused_by_the_acl_stays_pending_and_is_reported(tmp_path, st
         raised = [json.loads(m.payload) for m in alarm if "/evt/alarm/raised" in m.topic]
         assert raised[0]["data"]["code"] == "publish_refused"
         assert "Not authorized" in raised[0]["data"]["detail"]
-        assert not sub.events("button.pressed")
-        row = d.store.rows("SELECT state, refused FROM outbox WHERE type = 'button.pressed'")
+        assert not sub.events("rating.recorded")
+        row = d.store.rows("SELECT state, refused FROM outbox WHERE type = 'rating.recorded'")
         assert row == [("pending", "Not authorized")]
         status = d.status()
         assert status["outbox"]["refused"] == 1 and status["outbox"]["last_refusal"] == "Not authorized"
@@ -192,7 +192,7 @@ def test_a_clean_stop_publishes_offline(tmp_path, broker, subscriber, start_daem
     msgs = subscriber.wait_for(lambda m: any(x.topic.endswith("/status") and not json.loads(x.payload)["online"] for x in m))
     last = json.loads([m for m in msgs if m.topic.endswith("/status")][-1].payload)
     assert last == {**last, "online": False, "reason": "shutdown"}
-    assert subscriber.events("button.pressed"), "the press was delivered before leaving"
+    assert subscriber.events("rating.recorded"), "the press was delivered before leaving"
 
 
 def _command_events(sub: Subscriber, types=("command.applied", "command.rejected", "state.applied")) -> list[dict]:

@@ -1,0 +1,315 @@
+"""Ratings at the service windows (政务服务"好差评"), and the follow-up a poor rating opens.
+
+A press is never silently dropped: a second press too soon at the same window is recorded
+with the ``repeat`` flag, a flood with ``burst``, a press with nobody on duty with
+``unstaffed``, and the county decides what counts. A rating at one of the two lowest levels
+(差评) opens a follow-up in the same transaction: call the citizen back within one working
+day, put it right within fifteen (both configurable), counted on the hall calendar. While the
+clock is not synchronised those deadlines are provisional; ``settle()`` fixes them from the
+time anchor once it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Protocol
+
+from .calendar import HallCalendar
+from .levels import BY_CODE, LEVELS
+from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows
+
+log = logging.getLogger(__name__)
+
+REPEAT = "repeat"
+BURST = "burst"
+UNSTAFFED = "unstaffed"
+# Levels counted as satisfied in the satisfaction rate (非常满意, 满意, 基本满意).
+SATISFIED_SCORES = (5, 4, 3)
+
+
+class FollowupRejected(ValueError):
+    """A command about a follow-up cannot be applied; ``field`` names why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+@dataclass(frozen=True)
+class RatingPolicy:
+    """How presses are flagged and how long a follow-up may take."""
+
+    repeat_interval_s: float = 5.0
+    burst_limit: int = 10  # presses at one window within burst_window_s before 'burst'
+    burst_window_s: float = 60.0
+    callback_working_days: int = 1
+    rectify_working_days: int = 15
+
+
+class OnDuty(Protocol):
+    """Who is at a window now; the roster service provides it."""
+
+    def staff_at(self, window_id: str, at: datetime) -> str | None: ...
+
+
+class NoRoster:
+    """Until a roster is configured nobody is known to be on duty, and nothing is flagged for it."""
+
+    def staff_at(self, window_id: str, at: datetime) -> str | None:
+        return None
+
+    known = False
+
+
+class Ratings:
+    """Records ratings and runs their follow-ups."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        store: Rows,
+        clock: Clock,
+        calendar: HallCalendar,
+        windows: dict[str, str],
+        policy: RatingPolicy = RatingPolicy(),
+        *,
+        on_duty: OnDuty | None = None,
+        on_feedback: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.store = store
+        self.clock = clock
+        self.calendar = calendar
+        self.windows = windows  # id → name
+        self.policy = policy
+        self.on_duty = on_duty or NoRoster()
+        self.on_feedback = on_feedback
+        self._recent: dict[str, deque[int]] = {}
+
+    # -- a press ----------------------------------------------------------------------
+
+    def press(self, window_id: str, level_code: str):
+        """Record one accepted press at ``window_id``; returns the recorded rating event."""
+        level = BY_CODE[level_code]
+        now_ns = self.clock.monotonic_ns()
+        now = self.clock.now()
+        flags = self._flags(window_id, now_ns)
+        staff = self.on_duty.staff_at(window_id, now)
+        if staff is None and getattr(self.on_duty, "known", True):
+            flags.append(UNSTAFFED)
+        rating_id = str(uuid.uuid4())
+        followup = self._new_followup(window_id, level_code, staff, rating_id, now, now_ns) if level.is_poor else None
+        data = {
+            "window": window_id,
+            "window_name": self.windows.get(window_id, window_id),
+            "level": level.code,
+            "level_label": level.label,
+            "score": level.score,
+            "staff_id": staff,
+            "flags": flags,
+            "followup_id": followup["followup_id"] if followup else None,
+        }
+
+        def write_rating(conn: sqlite3.Connection, env: dict) -> None:
+            conn.execute(
+                "INSERT INTO ratings (event_id, seq, window, level, score, staff_id, flags, at, day, clock_synced, boot_id, mono_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (env["event_id"], env["seq"], window_id, level.code, level.score, staff, json.dumps(flags), env["time"], env["time"][:10], int(env["clock_synced"]), env["boot_id"], env["mono_ns"]),
+            )
+
+        events = [EventSpec("rating.recorded", data, PERSON, write_rating, event_id=rating_id)]
+        if followup:
+            events.append(EventSpec("followup.opened", followup, PERSON, self._write_followup(followup, now_ns)))
+        recorded = self.sink.record_together(events)
+        if self.on_feedback:
+            try:
+                self.on_feedback(window_id, level_code)
+            except Exception:  # noqa: BLE001 - feedback is a courtesy; the rating is already safe
+                log.exception("feedback for %s failed", window_id)
+        return recorded[0]
+
+    def _flags(self, window_id: str, now_ns: int) -> list[str]:
+        recent = self._recent.setdefault(window_id, deque())
+        flags = []
+        if recent and (now_ns - recent[-1]) / 1e9 < self.policy.repeat_interval_s:
+            flags.append(REPEAT)
+        recent.append(now_ns)
+        horizon = now_ns - int(self.policy.burst_window_s * 1e9)
+        while recent and recent[0] < horizon:
+            recent.popleft()
+        if len(recent) > self.policy.burst_limit:
+            flags.append(BURST)
+        return flags
+
+    # -- follow-ups ---------------------------------------------------------------------
+
+    def _deadlines(self, opened: datetime) -> tuple[datetime, datetime]:
+        p = self.policy
+        return (
+            self.calendar.add_working_days(opened, p.callback_working_days),
+            self.calendar.add_working_days(opened, p.rectify_working_days),
+        )
+
+    def _new_followup(self, window_id: str, level: str, staff: str | None, rating_id: str, now: datetime, now_ns: int) -> dict:
+        callback_due, rectify_due = self._deadlines(now)
+        return {
+            "followup_id": str(uuid.uuid4()),
+            "rating_event_id": rating_id,
+            "window": window_id,
+            "level": level,
+            "staff_id": staff,
+            "opened_at": now.isoformat(timespec="seconds"),
+            "callback_due": callback_due.isoformat(timespec="seconds"),
+            "rectify_due": rectify_due.isoformat(timespec="seconds"),
+            # Computed from a wall clock that may be hours off: settle() fixes them later.
+            "provisional": not self.clock.is_synced(),
+        }
+
+    def _write_followup(self, f: dict, now_ns: int) -> Callable[[sqlite3.Connection, dict], None]:
+        def write(conn: sqlite3.Connection, env: dict) -> None:
+            conn.execute(
+                "INSERT INTO followups (id, rating_event_id, window, level, staff_id, opened_at, boot_id, mono_ns, callback_due, rectify_due, provisional)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (f["followup_id"], f["rating_event_id"], f["window"], f["level"], f["staff_id"], f["opened_at"], self.sink.boot_id, now_ns, f["callback_due"], f["rectify_due"], int(f["provisional"])),
+            )
+
+        return write
+
+    def validate_close(self, args: Any) -> dict:
+        """Check the county's ``followup.close`` arguments."""
+        if not isinstance(args, dict):
+            raise FollowupRejected("args", "must be an object")
+        fid = args.get("followup_id")
+        if not isinstance(fid, str) or not fid:
+            raise FollowupRejected("args.followup_id", "is required: the followup_id from the followup.opened event")
+        outcome = args.get("outcome", "rectified")
+        if outcome not in ("called_back", "rectified", "unfounded"):
+            raise FollowupRejected("args.outcome", f"{outcome!r} must be one of called_back, rectified, unfounded")
+        note = args.get("note", "")
+        if not isinstance(note, str) or len(note) > 1000:
+            raise FollowupRejected("args.note", "must be text of at most 1000 characters")
+        closed_by = args.get("closed_by", "")
+        if not isinstance(closed_by, str) or len(closed_by) > 100:
+            raise FollowupRejected("args.closed_by", "must be text of at most 100 characters")
+        row = self.store.rows("SELECT state FROM followups WHERE id = ?", (fid,))
+        if not row:
+            raise FollowupRejected("args.followup_id", f"{fid!r} is not a follow-up of this device")
+        if row[0][0] == "closed" and outcome != "called_back":
+            raise FollowupRejected("args.followup_id", f"{fid!r} is already closed")
+        return {"followup_id": fid, "outcome": outcome, "note": note, "closed_by": closed_by}
+
+    def apply_close(self, conn: sqlite3.Connection, args: dict) -> dict:
+        """Inside the command's transaction: record the call-back or close the follow-up."""
+        at = self.clock.now().isoformat(timespec="seconds")
+        if args["outcome"] == "called_back":
+            conn.execute("UPDATE followups SET called_back_at = ?, note = ? WHERE id = ?", (at, args["note"], args["followup_id"]))
+            return {"followup_id": args["followup_id"], "state": "open", "called_back_at": at}
+        conn.execute(
+            "UPDATE followups SET state = 'closed', closed_at = ?, closed_by = ?, outcome = ?, note = ? WHERE id = ?",
+            (at, args["closed_by"], args["outcome"], args["note"], args["followup_id"]),
+        )
+        return {"followup_id": args["followup_id"], "state": "closed", "outcome": args["outcome"], "closed_at": at}
+
+    def check_overdue(self) -> int:
+        """Publish ``followup.overdue`` for each deadline passed, again each day it stays open."""
+        if not self.clock.is_synced():
+            return 0  # 'overdue' by a wrong clock would be a false accusation
+        now = self.clock.now()
+        today = now.date().isoformat()
+        stamp = now.isoformat(timespec="seconds")
+        rows = self.store.rows(
+            "SELECT id, window, staff_id, callback_due, rectify_due, called_back_at, overdue_notified FROM followups"
+            " WHERE state = 'open' AND (overdue_notified IS NULL OR overdue_notified < ?)"
+            " AND ((called_back_at IS NULL AND callback_due <= ?) OR rectify_due <= ?)",
+            (today, stamp, stamp),
+        )
+        events = []
+        for fid, window, staff, callback_due, rectify_due, called_back_at, _ in rows:
+            missed = []
+            if called_back_at is None and callback_due <= stamp:
+                missed.append("callback")
+            if rectify_due <= stamp:
+                missed.append("rectify")
+
+            def mark(conn: sqlite3.Connection, env: dict, fid: str = fid) -> None:
+                conn.execute("UPDATE followups SET overdue_notified = ? WHERE id = ?", (today, fid))
+
+            events.append(EventSpec("followup.overdue", {"followup_id": fid, "window": window, "staff_id": staff, "missed": missed, "callback_due": callback_due, "rectify_due": rectify_due}, TELEMETRY, mark))
+        if events:
+            self.sink.record_together(events)
+        return len(events)
+
+    def settle(self, anchor_time: datetime, anchor_mono_ns: int, boot_id: str) -> int:
+        """The clock is synchronised: fix provisional deadlines from the time anchor.
+
+        A follow-up opened in this boot gets its true opening time (anchor time minus the
+        monotonic distance); one from an earlier boot keeps its recorded time, marked as
+        not corrected.
+        """
+        rows = self.store.rows("SELECT id, opened_at, boot_id, mono_ns FROM followups WHERE provisional = 1")
+        events = []
+        for fid, opened_at, fboot, mono_ns in rows:
+            corrected = fboot == boot_id and mono_ns is not None
+            opened = anchor_time - timedelta(seconds=(anchor_mono_ns - mono_ns) / 1e9) if corrected else datetime.fromisoformat(opened_at)
+            callback_due, rectify_due = self._deadlines(opened)
+            data = {
+                "followup_id": fid,
+                "opened_at": opened.isoformat(timespec="seconds"),
+                "callback_due": callback_due.isoformat(timespec="seconds"),
+                "rectify_due": rectify_due.isoformat(timespec="seconds"),
+                "corrected": corrected,
+            }
+
+            def update(conn: sqlite3.Connection, env: dict, d: dict = data) -> None:
+                conn.execute(
+                    "UPDATE followups SET opened_at = ?, callback_due = ?, rectify_due = ?, provisional = 0 WHERE id = ?",
+                    (d["opened_at"], d["callback_due"], d["rectify_due"], d["followup_id"]),
+                )
+
+            events.append(EventSpec("followup.updated", data, TELEMETRY, update))
+        if events:
+            self.sink.record_together(events)
+        return len(events)
+
+    def open_followups(self) -> list[dict]:
+        """Open follow-ups, oldest first, for the page."""
+        rows = self.store.rows(
+            "SELECT id, window, level, staff_id, opened_at, callback_due, rectify_due, provisional, called_back_at FROM followups WHERE state = 'open' ORDER BY opened_at"
+        )
+        keys = ("followup_id", "window", "level", "staff_id", "opened_at", "callback_due", "rectify_due", "provisional", "called_back_at")
+        return [dict(zip(keys, r)) | {"provisional": bool(r[7])} for r in rows]
+
+    # -- figures ------------------------------------------------------------------------
+
+    def figures(self, day: str | None = None) -> dict:
+        """One day's counts per window and level, flagged presses, and the satisfaction rate.
+
+        The rate is the share of counted ratings at 非常满意, 满意 or 基本满意; presses flagged
+        ``repeat`` or ``burst`` are shown but not counted.
+        """
+        day = day or self.clock.now().date().isoformat()
+        rows = self.store.rows("SELECT window, level, flags FROM ratings WHERE day = ?", (day,))
+        windows: dict[str, dict] = {
+            wid: {"window": wid, "name": name, "levels": {lv.code: 0 for lv in LEVELS}, "counted": 0, "flagged": 0, "satisfied": 0}
+            for wid, name in self.windows.items()
+        }
+        for window, level, flags in rows:
+            w = windows.setdefault(window, {"window": window, "name": window, "levels": {lv.code: 0 for lv in LEVELS}, "counted": 0, "flagged": 0, "satisfied": 0})
+            if set(json.loads(flags)) & {REPEAT, BURST}:
+                w["flagged"] += 1
+                continue
+            w["levels"][level] += 1
+            w["counted"] += 1
+            if BY_CODE[level].score in SATISFIED_SCORES:
+                w["satisfied"] += 1
+        total = {"counted": sum(w["counted"] for w in windows.values()), "satisfied": sum(w["satisfied"] for w in windows.values()), "flagged": sum(w["flagged"] for w in windows.values())}
+        for w in list(windows.values()) + [total]:
+            w["rate"] = round(w["satisfied"] / w["counted"], 4) if w["counted"] else None
+        return {"day": day, "windows": list(windows.values()), "total": total}

@@ -1,0 +1,414 @@
+"""Ratings at the windows: mock pins with a fake clock, the hall calendar, follow-ups, figures."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time
+
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from appliance.clock import HALL_TZ, FakeClock
+from appliance.config import DeviceConfig, WindowConfig
+from appliance.events import Recorder
+from appliance.store import Store
+from drivers.buttons import ContactDebouncer, WindowButtons
+from drivers.indicators import WindowIndicators
+from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
+from services.ratings import FollowupRejected, RatingPolicy, Ratings
+
+DEVICE = DeviceConfig(id="hall-01", hall="测试政务服务中心", township="test-township", county="test-county")
+WINDOWS = (
+    WindowConfig("w1", "综合受理窗口", (("very_satisfied", 5), ("satisfied", 6), ("basically_satisfied", 13), ("dissatisfied", 19), ("very_dissatisfied", 26)), 12),
+    WindowConfig("w2", "社保医保窗口", (("satisfied", 17), ("basically_satisfied", 27), ("dissatisfied", 22)), None),
+)
+
+
+def at(y, mo, d, h=10, mi=0) -> datetime:
+    return datetime(y, mo, d, h, mi, tzinfo=HALL_TZ)
+
+
+class Hall:
+    """A hall on mock pins: real store and recorder, the ratings service, the button driver."""
+
+    def __init__(self, tmp_path, start: datetime = at(2026, 11, 25), synced: bool = True, on_duty=None, policy=RatingPolicy()):
+        self.clock = FakeClock(start, synced=synced)
+        self.factory = MockFactory()
+        self.store = Store(tmp_path / "hall.db", reserve_mb=0, free_space_floor_mb=0)
+        self.recorder = Recorder(self.store, DEVICE, self.clock, "boot-1")
+        self.alarms: list[int] = []
+        self.calendar = HallCalendar(on_unknown_year=self.alarms.append)
+        self.indicators = WindowIndicators(WINDOWS, self.factory, on_s=0.01, off_s=0.01, blinks=1)
+        self.ratings = Ratings(self.recorder, self.store, self.clock, self.calendar, {w.id: w.name for w in WINDOWS}, policy, on_duty=on_duty, on_feedback=lambda w, lv: self.indicators.blink(w))
+        self.stuck: list[tuple] = []
+        self.buttons = WindowButtons(WINDOWS, self.factory, self.ratings.press, on_stuck=lambda *a: self.stuck.append(a), clock=lambda: self.clock.monotonic_ns() / 1e9, debounce_s=0.05, stuck_after_s=20)
+
+    def pin(self, window: str, level: str):
+        return self.buttons.pin(window, level)
+
+    def tap(self, window: str, level: str, hold: float = 0.2) -> None:
+        """A finger on the button: down, held, up, with time passing on the fake clock."""
+        pin = self.pin(window, level)
+        pin.drive_low()
+        self.clock.advance(hold)
+        pin.drive_high()
+        self.clock.advance(0.1)
+
+    def ratings_rows(self):
+        return self.store.rows("SELECT window, level, flags, staff_id FROM ratings ORDER BY seq")
+
+    def events(self, event_type: str) -> list[dict]:
+        return [json.loads(p) for (p,) in self.store.rows("SELECT payload FROM outbox WHERE type = ? ORDER BY id", (event_type,))]
+
+    def close(self):
+        self.buttons.close()
+        self.indicators.close()
+        self.factory.close()
+        self.store.close()
+
+
+@pytest.fixture
+def hall(tmp_path):
+    h = Hall(tmp_path)
+    yield h
+    h.close()
+
+
+# -- the contact, through gpiozero's mock pins -----------------------------------------
+
+
+def test_a_press_is_recorded_once_with_window_level_and_flags(hall):
+    hall.tap("w1", "satisfied")
+    assert hall.ratings_rows() == [("w1", "satisfied", "[]", None)]
+    event = hall.events("rating.recorded")[0]
+    assert event["data"] | {} == {"window": "w1", "window_name": "综合受理窗口", "level": "satisfied", "level_label": "满意", "score": 4, "staff_id": None, "flags": [], "followup_id": None}
+    assert event["stream"] == "person" and event["seq"] == 1
+
+
+def test_the_indicator_led_blinks_on_a_press(hall):
+    led = hall.factory.pin(12)
+    hall.tap("w1", "satisfied")
+    import time as _time
+
+    deadline = _time.monotonic() + 2
+    while not any(s.state for s in led.states) and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    assert any(s.state for s in led.states), "the LED never lit"
+
+
+def test_chatter_inside_the_debounce_time_is_one_press(hall):
+    pin = hall.pin("w2", "dissatisfied")
+    for _ in range(5):  # 10 edges within 25 ms: a bouncing contact
+        pin.drive_low()
+        hall.clock.advance(0.0025)
+        pin.drive_high()
+        hall.clock.advance(0.0025)
+    pin.drive_low()
+    hall.clock.advance(0.3)
+    pin.drive_high()
+    hall.clock.advance(0.1)
+    hall.buttons.tick()
+    assert len(hall.ratings_rows()) == 1
+
+
+def test_a_quick_tap_shorter_than_the_debounce_still_counts_and_the_next_press_too(hall):
+    pin = hall.pin("w1", "very_satisfied")
+    pin.drive_low()
+    hall.clock.advance(0.01)
+    pin.drive_high()  # inside the debounce time: settled later
+    hall.clock.advance(6)
+    hall.tap("w1", "very_satisfied")
+    assert [r[1] for r in hall.ratings_rows()] == ["very_satisfied", "very_satisfied"]
+
+
+def test_a_second_press_within_5s_is_flagged_repeat_not_dropped(hall):
+    hall.tap("w1", "satisfied")
+    hall.clock.advance(2)
+    hall.tap("w1", "very_satisfied")
+    hall.clock.advance(6)
+    hall.tap("w1", "satisfied")
+    flags = [json.loads(r[2]) for r in hall.ratings_rows()]
+    assert flags == [[], ["repeat"], []]
+
+
+def test_presses_at_other_windows_are_not_repeats(hall):
+    hall.tap("w1", "satisfied")
+    hall.tap("w2", "satisfied")
+    assert [json.loads(r[2]) for r in hall.ratings_rows()] == [[], []]
+
+
+def test_more_than_the_burst_limit_in_a_minute_is_flagged_burst(hall):
+    for _ in range(12):
+        hall.tap("w2", "satisfied")
+        hall.clock.advance(5.7)  # past the repeat interval, 12 presses within about 72 s
+    flags = [json.loads(r[2]) for r in hall.ratings_rows()]
+    assert ["burst"] in flags
+    assert flags[:10] == [[]] * 10
+    assert len(flags) == 12, "flagged presses are recorded, never dropped"
+
+
+def test_a_press_held_for_seconds_is_one_press(hall):
+    hall.tap("w1", "basically_satisfied", hold=4.0)
+    hall.buttons.tick()
+    assert len(hall.ratings_rows()) == 1
+    assert hall.stuck == []
+
+
+def test_a_jammed_button_is_reported_once_and_not_counted_as_presses(hall):
+    pin = hall.pin("w2", "satisfied")
+    pin.drive_low()
+    for _ in range(60):
+        hall.clock.advance(1)
+        hall.buttons.tick()
+    assert hall.stuck == [("w2", "satisfied", True)]
+    assert len(hall.ratings_rows()) == 1  # the press that jammed it
+    assert hall.buttons.stuck_buttons() == [("w2", "satisfied")]
+    pin.drive_high()
+    hall.clock.advance(1)
+    hall.buttons.tick()
+    assert hall.stuck == [("w2", "satisfied", True), ("w2", "satisfied", False)]
+    assert hall.buttons.stuck_buttons() == []
+
+
+class JammedPin(MockPin):
+    """A mock pin whose contact stays closed whatever pull is set (GPIO 17 jammed at power-on)."""
+
+    def _set_pull(self, value):
+        super()._set_pull(value)
+        if self.info.name == "GPIO17":
+            self.drive_low()
+
+
+def test_a_button_already_closed_at_start_is_jammed_not_pressed(tmp_path):
+    factory = MockFactory(pin_class=JammedPin)
+    pressed, stuck = [], []
+    buttons = WindowButtons(WINDOWS, factory, lambda *a: pressed.append(a), on_stuck=lambda *a: stuck.append(a), clock=lambda: 0.0)
+    assert buttons.stuck_buttons() == [("w2", "satisfied")]
+    assert pressed == []
+    buttons.close()
+    factory.close()
+
+
+def test_debouncer_settles_a_level_seen_during_chatter():
+    now = [0.0]
+    c = ContactDebouncer(lambda: now[0], debounce_s=0.05)
+    assert c.edge(True) == ["press"]
+    now[0] = 0.01
+    assert c.edge(False) == []  # chatter
+    now[0] = 0.2
+    assert c.tick() == ["release"]
+    assert c.edge(True) == ["press"]
+
+
+# -- who is on duty -----------------------------------------------------------------------
+
+
+class Roster:
+    def __init__(self, on_duty):
+        self.on_duty = on_duty
+
+    def staff_at(self, window_id, at):
+        return self.on_duty.get(window_id)
+
+
+def test_a_rating_names_the_staff_member_on_duty_and_flags_an_unstaffed_window(tmp_path):
+    h = Hall(tmp_path, on_duty=Roster({"w1": "staff-007"}))
+    try:
+        h.tap("w1", "satisfied")
+        h.tap("w2", "satisfied")
+        assert [(r[0], r[3], json.loads(r[2])) for r in h.ratings_rows()] == [("w1", "staff-007", []), ("w2", None, ["unstaffed"])]
+    finally:
+        h.close()
+
+
+def test_without_a_roster_nothing_is_flagged_unstaffed(hall):
+    hall.tap("w2", "satisfied")
+    assert json.loads(hall.ratings_rows()[0][2]) == []
+
+
+# -- 差评 follow-ups on the hall calendar -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pressed", "callback_due", "rectify_due"),
+    [
+        # Wednesday: Thursday; 15 working days later is Wednesday 16 December.
+        pytest.param(at(2026, 11, 25, 10), at(2026, 11, 26, 10), at(2026, 12, 16, 10), id="weekday"),
+        # Friday afternoon: the weekend is skipped.
+        pytest.param(at(2026, 11, 27, 16), at(2026, 11, 30, 16), at(2026, 12, 18, 16), id="across-a-weekend"),
+        # 30 September 2026, before National Day (1–7 October off, Saturday 10 October worked).
+        pytest.param(at(2026, 9, 30, 9), at(2026, 10, 8, 9), at(2026, 10, 27, 9), id="across-national-day-and-its-tiaoxiu-saturday"),
+        # Pressed on Saturday 10 October, a 调休 working day: Monday counts as the next one.
+        pytest.param(at(2026, 10, 10, 11), at(2026, 10, 12, 11), at(2026, 10, 30, 11), id="on-a-tiaoxiu-working-saturday"),
+        # Friday 18 September: Sunday 20 September is a 调休 working day, so it counts.
+        pytest.param(at(2026, 9, 18, 15), at(2026, 9, 20, 15), at(2026, 10, 15, 15), id="tiaoxiu-sunday-counts"),
+    ],
+)
+def test_a_poor_rating_opens_a_followup_with_working_day_deadlines(tmp_path, pressed, callback_due, rectify_due):
+    h = Hall(tmp_path, start=pressed)
+    try:
+        h.tap("w1", "dissatisfied")
+        opened = h.events("followup.opened")
+        assert len(opened) == 1
+        f = opened[0]["data"]
+        assert f["callback_due"] == callback_due.isoformat(timespec="seconds")
+        assert f["rectify_due"] == rectify_due.isoformat(timespec="seconds")
+        assert f["provisional"] is False
+        rating = h.events("rating.recorded")[0]
+        assert f["rating_event_id"] == rating["event_id"] and rating["data"]["followup_id"] == f["followup_id"]
+        # The rating and its follow-up are consecutive in the person stream: one transaction.
+        assert opened[0]["seq"] == rating["seq"] + 1
+    finally:
+        h.close()
+
+
+def test_only_the_two_lowest_levels_open_followups(hall):
+    for level in ("very_satisfied", "satisfied", "basically_satisfied", "dissatisfied", "very_dissatisfied"):
+        hall.tap("w1", level)
+        hall.clock.advance(10)
+    assert [e["data"]["level"] for e in hall.events("followup.opened")] == ["dissatisfied", "very_dissatisfied"]
+
+
+def test_a_year_the_library_does_not_know_uses_the_weekday_rule_with_an_alarm(tmp_path):
+    # Thursday 31 December 2026: the next working day falls in 2027, which chinesecalendar 1.11 lacks.
+    h = Hall(tmp_path, start=at(2026, 12, 31, 10))
+    try:
+        h.tap("w1", "very_dissatisfied")
+        f = h.events("followup.opened")[0]["data"]
+        assert f["callback_due"] == at(2027, 1, 1, 10).isoformat(timespec="seconds")  # a Friday by the weekday rule
+        assert h.alarms == [2027]
+        assert h.calendar.source(2027) == "weekday_rule"
+    finally:
+        h.close()
+
+
+def test_the_countys_calendar_supplies_a_year_the_library_lacks(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 12, 31, 10))
+    try:
+        h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": ["2027-01-01"], "workdays": []}}}))
+        h.tap("w1", "very_dissatisfied")
+        f = h.events("followup.opened")[0]["data"]
+        assert f["callback_due"] == at(2027, 1, 4, 10).isoformat(timespec="seconds")  # 1 January off, then the weekend
+        assert h.alarms == []
+        assert h.calendar.source(2027) == "county"
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({}, "data.years"),
+        ({"years": {"27": {}}}, "data.years.27"),
+        ({"years": {"2027": {"holidays": "2027-01-01"}}}, "data.years.2027.holidays"),
+        ({"years": {"2027": {"holidays": ["2027-13-01"]}}}, "data.years.2027.holidays[0]"),
+        ({"years": {"2027": {"holidays": ["2028-01-01"]}}}, "data.years.2027.holidays[0]"),
+        ({"years": {"2027": {"holidays": ["2027-02-06"], "workdays": ["2027-02-06"]}}}, "data.years.2027"),
+        ({"years": {"2027": {"holidays": [], "extra": []}}}, "data.years.2027"),
+    ],
+)
+def test_a_malformed_county_calendar_is_rejected_naming_the_field(data, field):
+    with pytest.raises(CalendarInvalid) as exc:
+        validate_calendar(data)
+    assert exc.value.field == field
+
+
+def test_opening_hours_follow_the_calendar():
+    cal = HallCalendar(((time(8, 30), time(12, 0)), (time(14, 30), time(17, 30))))
+    assert cal.is_open(at(2026, 11, 25, 9))
+    assert not cal.is_open(at(2026, 11, 25, 13))
+    assert not cal.is_open(at(2026, 11, 28, 9))  # Saturday
+    assert not cal.is_open(at(2026, 10, 1, 9))  # National Day
+    assert cal.is_open(at(2026, 10, 10, 9))  # 调休 Saturday
+
+
+def test_deadlines_before_the_clock_is_synced_are_provisional_and_settled_from_the_anchor(tmp_path):
+    # After a power cut the Pi believes it is Friday evening; it is really Wednesday morning.
+    h = Hall(tmp_path, start=at(2026, 11, 27, 18), synced=False)
+    try:
+        h.tap("w2", "dissatisfied")
+        f = h.events("followup.opened")[0]["data"]
+        assert f["provisional"] is True
+        assert f["callback_due"] == at(2026, 11, 30, 18).isoformat(timespec="seconds")
+        # NTP: 30 s after the press the true time is known.
+        h.clock.advance(29.7)  # 30 s after the press, which the tap held for 0.3 s
+        h.clock.set_wall(at(2026, 11, 25, 10, 0), synced=True)
+        assert h.ratings.settle(h.clock.now(), h.clock.monotonic_ns(), "boot-1") == 1
+        updated = h.events("followup.updated")[0]["data"]
+        assert updated["corrected"] is True
+        assert updated["opened_at"] == "2026-11-25T09:59:30+08:00"
+        assert updated["callback_due"] == "2026-11-26T09:59:30+08:00"
+        assert h.ratings.open_followups()[0]["provisional"] is False
+    finally:
+        h.close()
+
+
+def test_overdue_followups_are_published_and_published_again_each_day(hall):
+    hall.tap("w1", "very_dissatisfied")
+    assert hall.ratings.check_overdue() == 0
+    hall.clock.advance(86400 + 60)  # Thursday, past the call-back deadline
+    assert hall.ratings.check_overdue() == 1
+    assert hall.ratings.check_overdue() == 0  # once a day
+    overdue = hall.events("followup.overdue")[0]["data"]
+    assert overdue["missed"] == ["callback"]
+    hall.clock.advance(86400)
+    assert hall.ratings.check_overdue() == 1
+
+
+def test_no_overdue_verdict_while_the_clock_is_unsynced(hall):
+    hall.tap("w1", "very_dissatisfied")
+    hall.clock.advance(3 * 86400)
+    hall.clock.synced = False
+    assert hall.ratings.check_overdue() == 0
+
+
+def test_the_county_closes_a_followup(hall):
+    hall.tap("w1", "very_dissatisfied")
+    fid = hall.events("followup.opened")[0]["data"]["followup_id"]
+    args = hall.ratings.validate_close({"followup_id": fid, "outcome": "rectified", "note": "已回访并整改", "closed_by": "county-supervisor"})
+    with hall.store._lock:  # the command's transaction, as the router runs it
+        conn = hall.store._conn
+        conn.execute("BEGIN IMMEDIATE")
+        hall.ratings.apply_close(conn, args)
+        conn.execute("COMMIT")
+    assert hall.ratings.open_followups() == []
+    hall.clock.advance(30 * 86400)
+    assert hall.ratings.check_overdue() == 0
+    with pytest.raises(FollowupRejected, match="already closed"):
+        hall.ratings.validate_close({"followup_id": fid})
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({}, "args.followup_id"),
+        ({"followup_id": "nope"}, "args.followup_id"),
+        ({"followup_id": "x", "outcome": "forgotten"}, "args.outcome"),
+        ({"followup_id": "x", "note": "x" * 1001}, "args.note"),
+        ([], "args"),
+    ],
+)
+def test_a_bad_close_command_names_the_field(hall, args, field):
+    with pytest.raises(FollowupRejected) as exc:
+        hall.ratings.validate_close(args)
+    assert exc.value.field == field
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+def test_todays_figures_per_window_and_level_with_the_satisfaction_rate(hall):
+    for i, level in enumerate(("very_satisfied", "satisfied", "satisfied", "dissatisfied")):
+        if i:
+            hall.clock.advance(6)
+        hall.tap("w1", level)
+    hall.tap("w1", "satisfied")  # a repeat: shown, not counted
+    hall.clock.advance(6)
+    hall.tap("w2", "basically_satisfied")
+    figures = hall.ratings.figures()
+    w1, w2 = figures["windows"]
+    assert w1["levels"] == {"very_satisfied": 1, "satisfied": 2, "basically_satisfied": 0, "dissatisfied": 1, "very_dissatisfied": 0}
+    assert (w1["counted"], w1["flagged"], w1["rate"]) == (4, 1, 0.75)
+    assert (w2["counted"], w2["rate"]) == (1, 1.0)
+    assert figures["total"] == {"counted": 5, "satisfied": 4, "flagged": 1, "rate": 0.8}
+    assert hall.ratings.figures("2026-11-24")["total"]["counted"] == 0
