@@ -24,6 +24,9 @@ setup(
         "paho-mqtt>=2.0,<3",
         # GPIO through pin factories; MockFactory off the Pi.
         "gpiozero>=2.0,<3",
+        # Working days, public holidays and 调休 from the State Council's notices; the
+        # county's calendar command covers years it does not know yet.
+        "chinesecalendar>=1.9",
     ],
     extras_require={
         # A Pi without the distribution's GPIO packages. On Raspberry Pi OS prefer apt's
