@@ -67,6 +67,7 @@ class CommandRouter:
         self.max_bytes = max_bytes
         self.states: dict[str, StateHandler] = {}
         self.actions: dict[str, ActionHandler] = {}
+        self._rejected: dict[tuple[str, str], int] = {}
 
     def register_state(self, name: str, handler: StateHandler) -> None:
         self.states[name] = handler
@@ -116,14 +117,21 @@ class CommandRouter:
             raise CommandRejected(f"'{name}' is not a kind of desired state this device knows; known: {', '.join(sorted(self.states)) or 'none'}", "topic")
         doc = self._parse(payload)
         version = require(doc, "version", int, fix="give a whole number that grows with every change")
-        context["version"] = version
         if version < 1:
             raise CommandRejected(f"must be 1 or more, got {version}", "version")
+        context["version"] = version
         applied = self.store.applied_state(name)
         if scope in applied and version <= applied[scope][0]:
             # A retained message comes again on every connect: same version, nothing to do.
             return
-        data = handler.validate(doc.get("data"))
+        if self._rejected.get((name, scope)) == version:
+            # Rejected already; a retained bad version is not reported again on every reconnect.
+            return
+        try:
+            data = handler.validate(doc.get("data"))
+        except CommandRejected:
+            self._rejected[(name, scope)] = version
+            raise
         merged = {s: applied[s][1] for s in SCOPES if s in applied}
         merged[scope] = data
         merged = {s: merged[s] for s in SCOPES if s in merged}
@@ -140,9 +148,10 @@ class CommandRouter:
     def _handle_action(self, name: str, payload: bytes, context: dict) -> None:
         doc = self._parse(payload)
         command_id = require(doc, "command_id", str, fix="give each command a unique id, e.g. a UUID")
-        context["command_id"] = command_id
         if not 1 <= len(command_id) <= 128:
-            raise CommandRejected("must be 1 to 128 characters", "command_id")
+            raise CommandRejected(f"must be 1 to 128 characters, got {len(command_id)}", "command_id")
+        # Only a well-formed id is echoed in the answer and remembered as handled.
+        context["command_id"] = command_id
         if self.store.command_seen(command_id) is not None:
             log.info("command %s (%s) already handled; ignoring the repeat", command_id, name)
             return

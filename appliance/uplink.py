@@ -44,7 +44,7 @@ READ_AHEAD = 500
 class UplinkState:
     """What the uplink is doing, for the status message, the control socket and the page."""
 
-    state: str = "starting"  # disabled | connecting | connected | waiting
+    state: str = "starting"  # starting | disabled | connecting | connected | waiting | stopped
     broker: str = ""
     connected_since: str | None = None
     last_publish_ok: str | None = None
@@ -350,6 +350,8 @@ class Uplink(threading.Thread):
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
         if failed:
             self.recorder.raise_alarm("subscribe_refused", f"the broker refused a subscription: {', '.join(failed)}")
+        else:
+            self.recorder.clear_alarm("subscribe_refused")
         # The backlog goes once subscriptions stand, so the retained ack can prune it first.
         self._ready = True
         self._status_due = 0.0
@@ -392,11 +394,11 @@ class Uplink(threading.Thread):
 
     def _handle_ack(self, payload: bytes) -> None:
         try:
-            doc = json.loads(payload)
+            doc = json.loads(payload.decode("utf-8"))
             store_id = doc["store_id"]
-            seqs = {PERSON: doc.get("seq"), TELEMETRY: doc.get("telemetry_seq")}
-            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in seqs.values()):
-                raise ValueError("seq and telemetry_seq must be whole numbers")
+            seqs = {PERSON: doc["seq"], TELEMETRY: doc.get("telemetry_seq")}
+            if not isinstance(seqs[PERSON], int) or not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in seqs.values()):
+                raise ValueError("seq (and telemetry_seq, if given) must be whole numbers")
         except (ValueError, KeyError, TypeError) as exc:
             self.info.ignored_acks += 1
             log.warning("uplink: malformed ack ignored: %s", exc)

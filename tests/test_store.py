@@ -55,27 +55,27 @@ def test_a_failed_domain_write_records_nothing_and_leaves_no_gap(tmp_path):
     rec.record("button.pressed", {})
 
     def broken_domain(conn, envelope):
-        conn.execute("CREATE TABLE IF NOT EXISTS ratings (seq INTEGER)")
-        conn.execute("INSERT INTO ratings VALUES (?)", (envelope["seq"],))
+        conn.execute("CREATE TABLE IF NOT EXISTS half_written (seq INTEGER)")
+        conn.execute("INSERT INTO half_written VALUES (?)", (envelope["seq"],))
         raise RuntimeError("domain failed half-way")
 
     with pytest.raises(RuntimeError):
         rec.record("button.pressed", {}, domain=broken_domain)
     # Neither the domain row nor the outbox row nor the seq survived the failure.
-    assert rec.store.rows("SELECT name FROM sqlite_master WHERE name = 'ratings'") == []
+    assert rec.store.rows("SELECT name FROM sqlite_master WHERE name = 'half_written'") == []
     assert rec.record("button.pressed", {}).seq == 2
     assert [r[0] for r in rec.store.rows("SELECT seq FROM outbox ORDER BY id")] == [1, 2]
 
 
 def test_domain_rows_commit_with_the_outbox_row(tmp_path):
     rec = make_recorder(tmp_path / "hall.db")
-    rec.store.rows("CREATE TABLE ratings (event_id TEXT, level TEXT)")
+    rec.store.rows("CREATE TABLE domain_rows (event_id TEXT, level TEXT)")
 
     def domain(conn, envelope):
-        conn.execute("INSERT INTO ratings VALUES (?, ?)", (envelope["event_id"], "satisfied"))
+        conn.execute("INSERT INTO domain_rows VALUES (?, ?)", (envelope["event_id"], "satisfied"))
 
     recorded = rec.record("button.pressed", {"level": "satisfied"}, domain=domain)
-    assert rec.store.rows("SELECT event_id FROM ratings") == [(recorded.envelope["event_id"],)]
+    assert rec.store.rows("SELECT event_id FROM domain_rows") == [(recorded.envelope["event_id"],)]
 
 
 def test_envelope_carries_identity_time_and_clock_state(tmp_path):

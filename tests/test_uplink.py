@@ -83,7 +83,7 @@ def test_events_recorded_while_the_broker_is_down_all_arrive_when_it_returns(tmp
     broker.stop()
     wait_until(lambda: d.uplink.info.state != "connected", what="uplink notices the outage")
     for _ in range(50):
-        d.buttons.press("w1", "dissatisfied")
+        d.buttons.press("w1", "satisfied")
     assert d.store.depth == 50
     assert d.status()["outbox"]["oldest"]["type"] == "rating.recorded"
     time.sleep(1.0)  # a while offline, reconnect attempts failing
