@@ -29,18 +29,24 @@ from .config import Config
 from .control import ControlServer
 from .errors import CommandRejected, StoreError
 from .events import Recorder
+# SETTINGS and validate_settings live in a driver-free module the config page shares.
+from .settings import SETTINGS, merge_settings, validate_settings
 from .store import Store
 from .systemd import notify, watchdog_interval
 from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
-# Run-time settings the county may set as desired state ('settings'): name → (low, high, default).
-SETTINGS = {
-    "health_interval": (10, 86400, 300),
-    "status_interval": (10, 3600, 60),
-}
 MAINTENANCE_INTERVAL_S = 60.0
+
+
+def _no_args(args: Any) -> dict:
+    """For actions that take no arguments: an empty object (or none at all)."""
+    if not isinstance(args, dict):
+        raise CommandRejected("must be an object", "args")
+    if args:
+        raise CommandRejected(f"takes no arguments, got {', '.join(sorted(args))}", "args")
+    return args
 
 
 def _rejecting(validate, *errors):
@@ -53,19 +59,6 @@ def _rejecting(validate, *errors):
             raise CommandRejected(exc.reason, exc.field) from None
 
     return checked
-
-
-def validate_settings(data: Any) -> dict:
-    """Check a 'settings' desired state; every key must be known and in range."""
-    if not isinstance(data, dict):
-        raise CommandRejected("must be an object of setting = value", "data")
-    for key, value in data.items():
-        if key not in SETTINGS:
-            raise CommandRejected(f"is not a setting; known: {', '.join(SETTINGS)}", f"data.{key}")
-        lo, hi, _ = SETTINGS[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise CommandRejected(f"must be a whole number from {lo} to {hi}, got {value!r}", f"data.{key}")
-    return data
 
 
 class Daemon:
@@ -136,6 +129,8 @@ class Daemon:
         self.pin_factory_name = in_use
         if c.gpio.pin_factory not in ("auto", in_use) and not self.simulate:
             self.recorder.raise_alarm("pin_factory", f"configured {c.gpio.pin_factory} but {in_use} is in use")
+        else:
+            self.recorder.clear_alarm("pin_factory")
         self.buttons = WindowButtons(
             c.windows,
             factory,
@@ -241,8 +236,9 @@ class Daemon:
             self.recorder.clear_alarm("clock_unsynced")
             self.ratings.settle(anchor_time, anchor_mono, self.boot_id)
             self.uplink.publish_status_soon()
-        elif not synced and self._was_synced is None:
-            self.recorder.raise_alarm("clock_unsynced", "the clock is not synchronised yet; time-of-day verdicts stay provisional")
+        elif not synced and self._was_synced is not False:
+            # At start, or NTP lost its sources since: verdicts are provisional again.
+            self.recorder.raise_alarm("clock_unsynced", "the clock is not synchronised; time-of-day verdicts stay provisional")
         self._was_synced = synced
 
     def maintenance(self) -> None:
@@ -265,6 +261,8 @@ class Daemon:
         except StoreError as exc:
             log.error("overdue check failed: %s", exc)
         summary = store.outbox_summary()
+        if not summary["refused"]:
+            self.recorder.clear_alarm("publish_refused")
         if summary["depth"] >= store.outbox_cap:
             self.recorder.raise_alarm("outbox_full", f"{summary['depth']} events wait to be sent (cap {store.outbox_cap}); telemetry is dropped, what people do is kept")
         elif summary["depth"] < store.outbox_cap * 0.9:
@@ -301,10 +299,16 @@ class Daemon:
         self.router.register_action(
             "resync",
             ActionHandler(
-                validate=lambda args: args if isinstance(args, dict) else {},
+                validate=_no_args,
                 apply=lambda conn, args: {"unacked": self.store.depth},
                 after=lambda args: self.uplink.resync(),
             ),
+        )
+        # County IT acknowledges a latched alarm (store_damaged after the card was dealt
+        # with); a condition still present is raised again by the next check.
+        self.router.register_action(
+            "alarm.clear",
+            ActionHandler(validate=self._validate_alarm_clear, apply=lambda conn, args: {"code": args["code"]}, after=lambda args: self.recorder.clear_alarm(args["code"])),
         )
         self.router.register_state(
             "settings",
@@ -322,6 +326,13 @@ class Daemon:
             "followup.close",
             ActionHandler(validate=_rejecting(self.ratings.validate_close, FollowupRejected), apply=self.ratings.apply_close),
         )
+
+    def _validate_alarm_clear(self, args: Any) -> dict:
+        code = require(args, "code", str, path="args", fix="give the code of an active alarm")
+        active = [a.code for a in self.store.active_alarms()]
+        if code not in active:
+            raise CommandRejected(f"{code!r} is not an active alarm; active: {', '.join(active) or 'none'}", "args.code")
+        return {"code": code}
 
     def _load_calendar(self) -> None:
         applied = self.store.applied_state("calendar")
@@ -342,12 +353,9 @@ class Daemon:
         return self.settings
 
     def _apply_settings(self, scopes: dict) -> None:
-        merged = {k: v[2] for k, v in SETTINGS.items()}
-        for data in scopes.values():  # widest first: the narrower scope wins
-            merged.update(data)
-        # Changes made on the config page (kept in the store's settings table) win over the
-        # county's desired state: they are the latest word of someone at this device.
-        merged.update({k: v for k, v in self.store.local_settings().items() if k in SETTINGS})
+        # Widest scope first, then changes made on the config page (the store's settings
+        # table), which win: they are the latest word of someone at this device.
+        merged, _ = merge_settings(scopes, self.store.local_settings())
         self.settings = merged
         if self.uplink:
             self.uplink.status_interval_s = merged["status_interval"]

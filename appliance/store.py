@@ -21,10 +21,11 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import StoreError, StoreFullError
 
@@ -463,7 +464,8 @@ class Store:
                 "SELECT event_id, type, created_at FROM outbox WHERE state != 'acked' ORDER BY id LIMIT 1"
             ).fetchone()
             refused = self._conn.execute(
-                "SELECT COUNT(*), MAX(refused) FROM outbox WHERE state != 'acked' AND refused IS NOT NULL"
+                "SELECT COUNT(*), (SELECT refused FROM outbox WHERE state != 'acked' AND refused IS NOT NULL ORDER BY id DESC LIMIT 1)"
+                " FROM outbox WHERE state != 'acked' AND refused IS NOT NULL"
             ).fetchone()
         return {
             "depth": self._depth,
@@ -616,3 +618,25 @@ class Store:
         """Run a read-only query (for services and tests that read their own tables)."""
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction for rows that are not events (the page's accounts, audit, settings).
+
+        What runs inside commits together (synchronous=FULL), or none of it does; events
+        still go through ``append``.
+        """
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    if _is_full(exc):
+                        raise StoreFullError(f"no room to write to {self.path}: {exc}") from exc
+                    raise StoreError(f"could not write to {self.path}: {exc}") from exc
+                raise
