@@ -211,3 +211,40 @@ def test_a_full_disk_releases_the_reserve_then_fails_clearly_and_loses_nothing(t
     assert seqs == recorded == list(range(1, len(recorded) + 1))
     assert store.rows("PRAGMA quick_check") == [("ok",)]
     store.close()
+
+
+def test_an_older_schema_is_migrated_forward_keeping_its_rows(tmp_path):
+    from appliance.store import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "hall.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+    conn.executemany("INSERT INTO counters VALUES (?, ?)", [("person", 7), ("telemetry", 0), ("connect", 3)])
+    conn.execute("INSERT INTO outbox (stream, seq, event_id, type, topic, payload, created_at) VALUES ('person', 7, 'e7', 'x', 't', x'7b7d', 'now')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    store = Store(path, reserve_mb=0)
+    assert store.recovered_from is None
+    assert store.store_id == "old-store"
+    assert store.rows("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert store.last_seq(PERSON) == 7 and store.depth == 1
+    assert store.rows("SELECT COUNT(*) FROM ratings") == [(0,)]
+
+
+def test_a_store_from_newer_software_is_refused_not_moved_aside(tmp_path):
+    from appliance.errors import StoreError
+
+    path = tmp_path / "hall.db"
+    Store(path, reserve_mb=0).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 999")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="has schema 999, newer than this software"):
+        Store(path, reserve_mb=0)
+    assert path.exists() and not list(tmp_path.glob("hall.db.damaged-*"))
