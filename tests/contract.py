@@ -45,7 +45,7 @@ def registry() -> Registry:
 
 
 def validator(name: str) -> Draft202012Validator:
-    """A validator for schema ``name`` (e.g. 'event.button.pressed') that checks formats too."""
+    """A validator for schema ``name`` (e.g. 'event.rating.recorded') that checks formats too."""
     return Draft202012Validator(schemas()[name], registry=registry(), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
