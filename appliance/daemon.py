@@ -136,10 +136,14 @@ class Daemon:
             factory,
             self.on_press,
             on_stuck=self.on_stuck,
+            # Contact timing is physical: the driver keeps the real monotonic clock (its
+            # default) even when tests fake the hall's clock for the services.
             debounce_s=c.ratings.debounce_ms / 1000,
             stuck_after_s=c.ratings.stuck_after_s,
             hardware_bounce_s=None if in_use == "mock" else 0.005,
         )
+        for window_id, level in self.buttons.stuck_buttons():  # closed at power-on: jammed
+            self.on_stuck(window_id, level, True)
         self.indicators = WindowIndicators(c.windows, factory)
 
         self.control = ControlServer(c.control.socket, c.control.group)
@@ -228,6 +232,10 @@ class Daemon:
     def watch_clock(self) -> None:
         """Publish a time anchor when the clock becomes synchronised."""
         synced = self.clock.is_synced()
+        if synced and self._was_synced is None:
+            # Started with a good clock: follow-ups left provisional by an earlier boot are
+            # settled now (their own boot's anchor is gone; they keep their recorded time).
+            self.ratings.settle(self.clock.now(), self.clock.monotonic_ns(), self.boot_id)
         if synced and self._was_synced is False:
             # Events of this boot recorded before now can be corrected from this pair:
             # true time = anchor.time - (anchor.mono_ns - event.mono_ns) / 1e9.
@@ -304,8 +312,9 @@ class Daemon:
                 after=lambda args: self.uplink.resync(),
             ),
         )
-        # County IT acknowledges a latched alarm (store_damaged after the card was dealt
-        # with); a condition still present is raised again by the next check.
+        # County IT acknowledges a latched alarm (store_damaged once the card was dealt
+        # with). Alarms re-checked every minute (disk_low, outbox_full, publish_refused)
+        # come back if their condition remains; the others only when it happens again.
         self.router.register_action(
             "alarm.clear",
             ActionHandler(validate=self._validate_alarm_clear, apply=lambda conn, args: {"code": args["code"]}, after=lambda args: self.recorder.clear_alarm(args["code"])),
@@ -335,6 +344,10 @@ class Daemon:
         return {"code": code}
 
     def _load_calendar(self) -> None:
+        # An alarm from the last run stands for this year and next until a calendar covers them.
+        if "calendar_year_unknown" in [a.code for a in self.store.active_alarms()]:
+            year = self.clock.now().year
+            self.calendar.note_unknown({year, year + 1})
         applied = self.store.applied_state("calendar")
         self._apply_calendar({scope: data for scope, (_, data) in applied.items()})
 
@@ -343,8 +356,7 @@ class Daemon:
         for data in scopes.values():  # widest first: a township's year replaces the county's
             years.update(validate_calendar(data))
         self.calendar.set_county_years(years)
-        this_year = self.clock.now().year
-        if all(self.calendar.source(y) != "weekday_rule" for y in (this_year,)):
+        if not self.calendar.unknown_years():
             self.recorder.clear_alarm("calendar_year_unknown")
 
     def _load_settings(self) -> dict:

@@ -554,6 +554,8 @@ class Store:
         with self._lock:
             row = self._conn.execute("SELECT active FROM alarms WHERE code = ?", (code,)).fetchone()
             if row and row[0]:
+                # Still the same alarm; its detail may have grown (a second button jammed).
+                self._conn.execute("UPDATE alarms SET detail = ? WHERE code = ?", (detail, code))
                 return False
             self._conn.execute(
                 "INSERT INTO alarms VALUES (?, ?, ?, 1) ON CONFLICT (code) DO UPDATE SET detail = excluded.detail, raised_at = excluded.raised_at, active = 1",
@@ -618,6 +620,11 @@ class Store:
         """Run a read-only query (for services and tests that read their own tables)."""
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def write_many(self, sql: str, params: Iterable[tuple]) -> None:
+        """Run one statement over many parameter rows in one transaction (domain corrections)."""
+        with self.transaction() as conn:
+            conn.executemany(sql, list(params))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

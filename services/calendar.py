@@ -39,6 +39,9 @@ class YearDays:
     workdays: frozenset[date]  # weekend days worked instead (调休)
 
 
+# ASCII digits only: str.isdigit() would take full-width ２０２７, fromisoformat week dates.
+YEAR = re.compile(r"[0-9]{4}")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -64,10 +67,13 @@ def validate_calendar(data: Any) -> dict[int, YearDays]:
     """Check the county's ``calendar`` desired state: {"years": {"2027": {"holidays": [...], "workdays": [...]}}}."""
     if not isinstance(data, dict) or not isinstance(data.get("years"), dict):
         raise CalendarInvalid("data.years", 'must be an object of year → {"holidays": [...], "workdays": [...]}')
+    extra = sorted(set(data) - {"years"})
+    if extra:
+        raise CalendarInvalid(f"data.{extra[0]}", 'is not part of a calendar; send only "years"')
     years: dict[int, YearDays] = {}
     for key, spec in data["years"].items():
         path = f"data.years.{key}"
-        if not (isinstance(key, str) and key.isdigit() and 2000 <= int(key) <= 2100):
+        if not (isinstance(key, str) and YEAR.fullmatch(key) and 2000 <= int(key) <= 2100):
             raise CalendarInvalid(path, "the year must be written as four digits, e.g. \"2027\"")
         year = int(key)
         if not isinstance(spec, dict) or set(spec) - {"holidays", "workdays"}:
@@ -80,7 +86,7 @@ def validate_calendar(data: Any) -> dict[int, YearDays]:
             parsed[kind] = set()
             for i, text in enumerate(days):
                 try:
-                    day = date.fromisoformat(text) if isinstance(text, str) and len(text) == 10 else None
+                    day = date.fromisoformat(text) if isinstance(text, str) and DAY.fullmatch(text) else None
                 except ValueError:
                     day = None
                 if day is None:
@@ -114,6 +120,14 @@ class HallCalendar:
     def set_county_years(self, years: dict[int, YearDays]) -> None:
         """Take the county's calendar (it wins over the library for the years it names)."""
         self.county = dict(years)
+
+    def note_unknown(self, years: set[int]) -> None:
+        """Remember years already reported unknown (an alarm still active from the last run)."""
+        self._warned |= {y for y in years if self.source(y) == "weekday_rule"}
+
+    def unknown_years(self) -> list[int]:
+        """Years used or reported on the weekday rule that still have no calendar."""
+        return sorted(y for y in self._warned if self.source(y) == "weekday_rule")
 
     def source(self, year: int) -> str:
         """Where ``year``'s days come from: 'county', 'library' or 'weekday_rule'."""

@@ -186,6 +186,9 @@ class Ratings:
         """Check the county's ``followup.close`` arguments."""
         if not isinstance(args, dict):
             raise FollowupRejected("args", "must be an object")
+        unknown = sorted(set(args) - {"followup_id", "outcome", "note", "closed_by"})
+        if unknown:
+            raise FollowupRejected(f"args.{unknown[0]}", "is not an argument of followup.close; it takes followup_id, outcome, note, closed_by")
         fid = args.get("followup_id")
         if not isinstance(fid, str) or not fid:
             raise FollowupRejected("args.followup_id", "is required: the followup_id from the followup.opened event")
@@ -201,7 +204,7 @@ class Ratings:
         row = self.store.rows("SELECT state FROM followups WHERE id = ?", (fid,))
         if not row:
             raise FollowupRejected("args.followup_id", f"{fid!r} is not a follow-up of this device")
-        if row[0][0] == "closed" and outcome != "called_back":
+        if row[0][0] == "closed":
             raise FollowupRejected("args.followup_id", f"{fid!r} is already closed")
         return {"followup_id": fid, "outcome": outcome, "note": note, "closed_by": closed_by}
 
@@ -226,7 +229,7 @@ class Ratings:
         stamp = now.isoformat(timespec="seconds")
         rows = self.store.rows(
             "SELECT id, window, staff_id, callback_due, rectify_due, called_back_at, overdue_notified FROM followups"
-            " WHERE state = 'open' AND (overdue_notified IS NULL OR overdue_notified < ?)"
+            " WHERE state = 'open' AND provisional = 0 AND (overdue_notified IS NULL OR overdue_notified < ?)"
             " AND ((called_back_at IS NULL AND callback_due <= ?) OR rectify_due <= ?)",
             (today, stamp, stamp),
         )
@@ -253,8 +256,13 @@ class Ratings:
         monotonic distance); one from an earlier boot keeps its recorded time, marked as
         not corrected.
         """
-        rows = self.store.rows("SELECT id, opened_at, boot_id, mono_ns FROM followups WHERE provisional = 1")
         events = []
+        # Ratings taken before the sync in this boot are filed under their true day.
+        moved = [
+            (event_id, (anchor_time - timedelta(seconds=(anchor_mono_ns - mono_ns) / 1e9)).date().isoformat())
+            for event_id, mono_ns in self.store.rows("SELECT event_id, mono_ns FROM ratings WHERE clock_synced = 0 AND boot_id = ?", (boot_id,))
+        ]
+        rows = self.store.rows("SELECT id, opened_at, boot_id, mono_ns FROM followups WHERE provisional = 1")
         for fid, opened_at, fboot, mono_ns in rows:
             corrected = fboot == boot_id and mono_ns is not None
             opened = anchor_time - timedelta(seconds=(anchor_mono_ns - mono_ns) / 1e9) if corrected else datetime.fromisoformat(opened_at)
@@ -275,7 +283,16 @@ class Ratings:
 
             events.append(EventSpec("followup.updated", data, TELEMETRY, update))
         if events:
+            first = events[0]
+
+            def update_first(conn: sqlite3.Connection, env: dict, inner=first.domain) -> None:
+                inner(conn, env)
+                conn.executemany("UPDATE ratings SET day = ? WHERE event_id = ?", [(day, eid) for eid, day in moved])
+
+            events[0] = EventSpec(first.type, first.data, first.stream, update_first)
             self.sink.record_together(events)
+        elif moved:
+            self.store.write_many("UPDATE ratings SET day = ? WHERE event_id = ?", [(day, eid) for eid, day in moved])
         return len(events)
 
     def open_followups(self) -> list[dict]:

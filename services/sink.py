@@ -39,7 +39,11 @@ class Clock(Protocol):
 
 
 class Rows(Protocol):
+    """Read access to the store, and corrections that are not events."""
+
     def rows(self, sql: str, params: Iterable = ()) -> list[tuple]: ...
+
+    def write_many(self, sql: str, params: Iterable[tuple]) -> None: ...
 
 
 class EventSink(Protocol):

@@ -376,6 +376,8 @@ def test_the_county_closes_a_followup(hall):
     assert hall.ratings.check_overdue() == 0
     with pytest.raises(FollowupRejected, match="already closed"):
         hall.ratings.validate_close({"followup_id": fid})
+    with pytest.raises(FollowupRejected, match="already closed"):
+        hall.ratings.validate_close({"followup_id": fid, "outcome": "called_back"})
 
 
 @pytest.mark.parametrize(
@@ -385,6 +387,7 @@ def test_the_county_closes_a_followup(hall):
         ({"followup_id": "nope"}, "args.followup_id"),
         ({"followup_id": "x", "outcome": "forgotten"}, "args.outcome"),
         ({"followup_id": "x", "note": "x" * 1001}, "args.note"),
+        ({"followup_id": "x", "outcom": "unfounded"}, "args.outcom"),
         ([], "args"),
     ],
 )
@@ -412,3 +415,46 @@ def test_todays_figures_per_window_and_level_with_the_satisfaction_rate(hall):
     assert (w2["counted"], w2["rate"]) == (1, 1.0)
     assert figures["total"] == {"counted": 5, "satisfied": 4, "flagged": 1, "rate": 0.8}
     assert hall.ratings.figures("2026-11-24")["total"]["counted"] == 0
+
+
+def test_ratings_before_the_sync_are_filed_under_their_true_day(tmp_path):
+    # The Pi thinks it is 23:59 on the 24th; it is really 10:00 on the 25th.
+    h = Hall(tmp_path, start=at(2026, 11, 24, 23, 59), synced=False)
+    try:
+        h.tap("w1", "satisfied")
+        assert h.ratings.figures("2026-11-24")["total"]["counted"] == 1
+        h.clock.advance(60)
+        h.clock.set_wall(at(2026, 11, 25, 10, 1), synced=True)
+        h.ratings.settle(h.clock.now(), h.clock.monotonic_ns(), "boot-1")
+        assert h.ratings.figures("2026-11-24")["total"]["counted"] == 0
+        assert h.ratings.figures("2026-11-25")["total"]["counted"] == 1
+    finally:
+        h.close()
+
+
+def test_a_provisional_followup_is_never_judged_overdue(tmp_path):
+    h = Hall(tmp_path, synced=False)
+    try:
+        h.tap("w1", "very_dissatisfied")
+        h.clock.advance(30 * 86400)
+        h.clock.synced = True  # synced, but settle() has not run for this follow-up yet
+        assert h.ratings.check_overdue() == 0
+        h.ratings.settle(h.clock.now(), h.clock.monotonic_ns(), "boot-1")
+        assert h.ratings.check_overdue() == 1
+    finally:
+        h.close()
+
+
+def test_the_daemon_reports_a_button_jammed_at_power_on(tmp_path, monkeypatch):
+    from appliance import daemon as daemon_module
+    from appliance.config import load_config
+    from conftest import write_config
+
+    monkeypatch.setattr(daemon_module, "make_pin_factory", lambda name: (MockFactory(pin_class=JammedPin), "mock"))
+    d = daemon_module.Daemon(load_config(write_config(tmp_path / "dev")), clock=FakeClock(), simulate=True)
+    d.start()
+    try:
+        assert [e["data"] for e in d.store.recent_events(10) if e["type"] == "button.stuck"] == [{"window": "w2", "level": "satisfied"}]
+        assert "button_stuck" in [a.code for a in d.store.active_alarms()]
+    finally:
+        d.stop()
