@@ -5,12 +5,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# System packages: Mosquitto (the tests' and simulator's private broker), GNU Unifont (the board).
-APT_PACKAGES := mosquitto mosquitto-clients fonts-unifont
+# System packages: Mosquitto (the tests' and simulator's private broker), GNU Unifont (the board),
+# Chromium and a CJK font for the config page's browser tests (Chinese renders as boxes without one).
+APT_PACKAGES := mosquitto mosquitto-clients fonts-unifont chromium fonts-wqy-zenhei
 # On a Raspberry Pi the venv sees apt's python3-lgpio (PEP 668 forbids a system-wide pip).
 VENV_FLAGS := $(shell grep -qs "Raspberry Pi" /proc/device-tree/model && echo --system-site-packages)
 
-.PHONY: run test bench venv system-packages clean
+.PHONY: run test bench venv system-packages translations clean
 
 venv: $(VENV)/.installed
 
@@ -43,6 +44,15 @@ test: venv system-packages
 
 bench: venv system-packages
 	$(PY) bench/bench.py
+
+# After changing a message on the config page: extract, merge into the catalog, compile.
+# Translate what is new in the .po, run this again, and commit the .po and the .mo.
+WEB := appliance/web
+translations: venv
+	$(VENV)/bin/pybabel extract -F $(WEB)/babel.cfg -k _l -k lazy_gettext --sort-output -o $(WEB)/messages.pot $(WEB)
+	$(VENV)/bin/pybabel update -i $(WEB)/messages.pot -d $(WEB)/translations --no-fuzzy-matching --ignore-obsolete
+	$(VENV)/bin/pybabel compile -d $(WEB)/translations --statistics
+	rm $(WEB)/messages.pot
 
 clean:
 	rm -rf $(VENV) .sim .pytest_cache

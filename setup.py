@@ -18,12 +18,30 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["appliance*", "drivers*", "services*", "provisioning*"]),
-    package_data={"appliance": ["schemas/*.json"]},
+    package_data={
+        "appliance": [
+            "schemas/*.json",
+            # The config page's templates, static files and compiled catalogs.
+            "web/templates/*.html",
+            "web/*/templates/*/*.html",
+            "web/static/*",
+            "web/translations/*/LC_MESSAGES/*",
+            "web/babel.cfg",
+        ]
+    },
     install_requires=[
         # MQTT v5 client; 2.x for reason codes in on_publish and the VERSION2 callbacks.
         "paho-mqtt>=2.0,<3",
         # GPIO through pin factories; MockFactory off the Pi.
         "gpiozero>=2.0,<3",
+        # The local config page: create_app, blueprints, templates.
+        "Flask>=3.0,<4",
+        # CSRF protection and server-side validation of every form on the page.
+        "Flask-WTF>=1.2",
+        # The page's catalogs (zh_Hans by default, en); 4.x for Babel(locale_selector=...).
+        "Flask-Babel>=4.0",
+        # A pure-Python WSGI server that serves TLS itself (waitress cannot).
+        "cheroot>=10",
         # Working days, public holidays and 调休 from the State Council's notices; the
         # county's calendar command covers years it does not know yet.
         "chinesecalendar>=1.9",
@@ -38,6 +56,9 @@ setup(
             "hypothesis>=6",
             # Validates what is really published against the MQTT contract's schemas.
             "jsonschema>=4.18",
+            # Drives the distribution's Chromium for the page's browser tests (never
+            # `playwright install`: the tests use /usr/bin/chromium).
+            "playwright>=1.40",
         ],
     },
     entry_points={

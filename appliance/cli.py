@@ -11,7 +11,9 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -63,14 +65,48 @@ def _run_daemon(config, *, simulate: bool) -> int:
 
     daemon = Daemon(config, simulate=simulate)
     daemon.install_signal_handlers()
+    page = None
     try:
         daemon.start()
         if simulate:
+            page = _start_simulator_page(config)
             _print_simulator_help(config)
         daemon.serve()
     finally:
+        if page:
+            page.stop()
+            page.app.extensions["hall"].close()
         daemon.stop()
     return 0
+
+
+def _start_simulator_page(config):
+    """The config page beside the simulated daemon (a thread here), and two accounts to sign in with."""
+    from .web import create_app
+    from .web.server import PageServer
+
+    try:
+        app = create_app({"HALL_CONFIG": config, "HALL_SIMULATOR": True})
+    except ApplianceError as exc:
+        print(f"the config page cannot start ({exc}); the simulated hall runs without it", flush=True)
+        return None
+    hall = app.extensions["hall"]
+    # No default password anywhere: each simulator store gets its own, printed once.
+    passwords = {name: hall.accounts.create_if_missing(name, role, by="simulator") for name, role in (("director", "director"), ("county-it", "county_it"))}
+    page = PageServer(app, config.web)
+    try:
+        page.start()
+    except OSError as exc:
+        hall.close()
+        print(f"the config page cannot listen on {config.web.host}:{config.web.port} ({exc}); try --web-port 0", flush=True)
+        return None
+    print(f"\nThe config page: {page.url}", flush=True)
+    for name, password in passwords.items():
+        if password:
+            print(f"    sign in as {name:<10} password {password}", flush=True)
+        else:
+            print(f"    sign in as {name:<10} (its password was set before; reset it with: hall-appliance passwd {name} --config {config.source or 'CONFIG'} --generate)", flush=True)
+    return page
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,6 +126,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_error(exc, args.config)
         return 2
+    if args.web_port is not None:
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, port=args.web_port))
     broker = None
     if not config.broker.host and not args.no_broker:
         if mosquitto_binary():
@@ -147,6 +185,74 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc, args.config)
+        return 2
+    if args.port is not None:
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, port=args.port))
+    from .web import create_app
+    from .web.server import PageServer
+
+    app = create_app({"HALL_CONFIG": config})
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    page = PageServer(app, config.web)
+    try:
+        page.start()
+        print(f"the config page is at {page.url}", flush=True)
+        stop.wait()
+    finally:
+        page.stop()
+        app.extensions["hall"].close()
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .accounts import AccountError, Accounts, generate_password, password_problem
+    from .store import Store
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc, args.config)
+        return 2
+    if args.generate:
+        password = generate_password()
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"new password for {args.username}: ")
+        problem = password_problem(password, args.username)
+        if problem:
+            print(f"hall-appliance passwd: {problem}; nothing changed", file=sys.stderr)
+            return 2
+        if getpass.getpass("the same again: ") != password:
+            print("hall-appliance passwd: the two passwords differ; nothing changed", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    # recover=False: only the daemon moves a damaged store aside.
+    store = Store(config.store.path, reserve_mb=0, recover=False)
+    try:
+        # A generated password is read off a screen by someone else: its holder sets their own.
+        account = Accounts(store).set_password(args.username, password, by=f"cli:{getpass.getuser()}", role=args.role, must_change=args.generate)
+    except AccountError as exc:
+        print(f"hall-appliance passwd: {exc}; nothing changed", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if args.generate:
+        print(f"{account.username} ({account.role}): new password {password} (to be changed at the first sign-in)")
+    else:
+        print(f"{account.username} ({account.role}): password set")
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -164,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run the whole appliance with simulated hardware")
     sim.add_argument("--config", default=SIMULATOR_CONFIG, help=f"config file (default {SIMULATOR_CONFIG})")
     sim.add_argument("--no-broker", action="store_true", help="do not start a private Mosquitto; record and queue only")
+    sim.add_argument("--web-port", type=int, metavar="PORT", help="serve the config page on PORT instead of [web] port (0: any free port)")
     sim.add_argument("-v", "--verbose", action="store_true")
     sim.set_defaults(func=cmd_simulate)
 
@@ -184,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     events = actions.add_parser("events", help="print the latest events")
     events.add_argument("-n", "--limit", type=int, default=20)
     ctl.set_defaults(func=cmd_sim)
+
+    web = sub.add_parser("web", help="serve the local config page (its own unprivileged process beside the daemon)")
+    web.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    web.add_argument("--port", type=int, help="listen on PORT instead of [web] port (0: any free port)")
+    web.add_argument("-v", "--verbose", action="store_true")
+    web.set_defaults(func=cmd_web)
+
+    pw = sub.add_parser("passwd", help="set or reset a config-page password (read from stdin, or --generate)")
+    pw.add_argument("username")
+    pw.add_argument("--role", choices=("director", "county_it"), help="the account's role (needed to create it)")
+    pw.add_argument("--generate", action="store_true", help="make a random password, print it, and have it changed at the first sign-in")
+    pw.add_argument("--config", default=_default_config(), help="config whose store holds the accounts")
+    pw.set_defaults(func=cmd_passwd)
 
     ver = sub.add_parser("version", help="print the software version")
     ver.set_defaults(func=cmd_version)

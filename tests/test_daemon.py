@@ -186,7 +186,7 @@ def test_simulate_starts_a_private_broker_and_sim_press_shows_up_there(tmp_path)
         .replace('socket = "../.sim/control.sock"', f'socket = "{tmp_path}/state/control.sock"')
         .replace('port = 8080', 'port = 18080')
     )
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "simulate", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "simulate", "--config", str(config), "--web-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         sub_cmd = None
         lines = []

@@ -1,0 +1,190 @@
+"""The page in a real browser: headless Chromium (the distribution's) against `hall-appliance simulate`.
+
+Python Playwright drives /usr/bin/chromium; `playwright install` is never run (no download is
+possible). A CJK font must be installed or Chinese renders as boxes: `make test` installs
+fonts-wqy-zenhei.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from appliance.broker import mosquitto_binary
+from conftest import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium; `make test` does)")
+
+
+@dataclass
+class Simulator:
+    url: str
+    passwords: dict
+    config: Path
+    proc: subprocess.Popen
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    """`hall-appliance simulate` as a newcomer runs it: its own Mosquitto, the page on a free port."""
+    state = Path(tempfile.mkdtemp(prefix="hall-sim-"))
+    config = state / "sim.toml"
+    config.write_text(
+        (REPO / "config" / "simulator.toml").read_text()
+        .replace('path = "../.sim/hall.db"', f'path = "{state}/hall.db"')
+        .replace('socket = "../.sim/control.sock"', f'socket = "{state}/control.sock"')
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "simulate", "--config", str(config), "--web-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    lines: list[str] = []
+    url, passwords = None, {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "The simulated hall is running" not in "".join(lines):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"The config page: (http://127\.0\.0\.1:\d+/)", line):
+            url = m.group(1)
+        if m := re.search(r"sign in as (\S+)\s+password (\S+)", line):
+            passwords[m.group(1)] = m.group(2)
+    try:
+        assert url and set(passwords) == {"director", "county-it"}, "".join(lines)
+        yield Simulator(url, passwords, config, proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Starts Chromium with a fresh profile: ``browser(**context_options)`` returns a page."""
+    fonts = subprocess.run(["fc-list", ":lang=zh-cn", "family"], capture_output=True, text=True).stdout.strip()
+    assert fonts, "no font covers Chinese: apt-get install fonts-wqy-zenhei (`make test` does)"
+    from playwright.sync_api import sync_playwright
+
+    contexts = []
+    with sync_playwright() as p:
+
+        def launch(**options):
+            context = p.chromium.launch_persistent_context(
+                str(tmp_path / f"profile-{len(contexts)}"),
+                executable_path=CHROMIUM,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                **({"viewport": {"width": 1280, "height": 900}} | options),
+            )
+            context.set_default_timeout(10_000)
+            contexts.append(context)
+            return context.pages[0] if context.pages else context.new_page()
+
+        try:
+            yield launch
+        finally:
+            for context in contexts:
+                context.close()
+
+
+def sign_in(page, sim: Simulator, username: str) -> None:
+    page.goto(sim.url)
+    assert page.url.startswith(sim.url + "login")
+    page.fill("#username", username)
+    page.fill("#password", sim.passwords[username])
+    page.click("form[action='/login'] button[type=submit]")
+
+
+def screenshot(page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    data = path.read_bytes()
+    # A real page, not a blank one: a PNG of an empty white page is a few hundred bytes.
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000, len(data)
+
+
+def test_director_signs_in_reads_the_status_switches_language_and_presses_a_button(simulator, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser()
+    sign_in(page, simulator, "director")
+    expect(page.locator("h1")).to_have_text("运行状态")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
+    expect(page.locator(".brand .hall")).to_have_text("模拟政务服务中心")
+    expect(page.get_by_text("今日各窗口评价次数")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("与旗县区的连接")
+    screenshot(page, tmp_path / "status-zh.png")
+
+    page.click("form.languages button[value=en]")
+    expect(page.locator("h1")).to_have_text("Status")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+    page.click("nav >> text=Simulator")
+    expect(page.locator("h1")).to_have_text("Simulator")
+    events = page.locator("#sim-events")
+    expect(events).not_to_contain_text("Very satisfied")
+    page.click("button[data-window=w1][data-level=very_satisfied]")
+    expect(page.locator(".flash")).to_have_text("Pressed “Very satisfied” at w1.")
+    press = events.locator("tbody tr", has_text="综合受理窗口 · Very satisfied")
+    expect(press).to_have_count(1)
+    # The simulator's private Mosquitto takes it, and the panel's own refresh shows it; with
+    # no Mosquitto installed the press waits in the outbox.
+    expect(press).to_contain_text("delivered" if mosquitto_binary() else "waiting to be sent", timeout=15_000)
+
+    # A press from elsewhere (the CLI) appears without reloading the page.
+    page.evaluate("window.notReloaded = true")
+    r = subprocess.run([sys.executable, "-m", "appliance.cli", "sim", "--config", str(simulator.config), "press", "w2", "satisfied"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    expect(events).to_contain_text("社保医保窗口 · Satisfied", timeout=10_000)
+    assert page.evaluate("window.notReloaded") is True
+    screenshot(page, tmp_path / "simulator-en.png")
+
+    page.click("nav >> text=Status")
+    expect(page.locator("table.figures")).to_contain_text("综合受理窗口")
+    first_window = page.locator("table.figures tbody tr").first
+    assert int(first_window.locator("td.total").inner_text()) >= 1
+
+
+def test_county_it_on_a_phone_changes_a_setting_without_sideways_scrolling(simulator, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    sign_in(page, simulator, "county-it")
+    expect(page.locator("h1")).to_have_text("运行状态")
+    for path in ("/", "/settings", "/simulator"):
+        page.goto(simulator.url.rstrip("/") + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (path, overflow)
+    page.goto(simulator.url + "settings")
+    page.fill("#status_interval-value", "5")
+    page.click("#setting-status_interval button[type=submit]")
+    expect(page.locator("#status_interval-value-error")).to_have_text("status_interval = 5：必须在 10 到 3600 之间。修改方法：填写 10 到 3600 之间的整数")
+    page.fill("#status_interval-value", "120")
+    page.click("#setting-status_interval button[type=submit]")
+    expect(page.locator(".flash")).to_contain_text("status_interval 现在是 120。后台服务已开始使用。")
+    screenshot(page, tmp_path / "settings-phone.png")
