@@ -297,36 +297,53 @@ class Ratings:
 
     def open_followups(self) -> list[dict]:
         """Open follow-ups, oldest first, for the page."""
-        rows = self.store.rows(
-            "SELECT id, window, level, staff_id, opened_at, callback_due, rectify_due, provisional, called_back_at FROM followups WHERE state = 'open' ORDER BY opened_at"
-        )
-        keys = ("followup_id", "window", "level", "staff_id", "opened_at", "callback_due", "rectify_due", "provisional", "called_back_at")
-        return [dict(zip(keys, r)) | {"provisional": bool(r[7])} for r in rows]
+        return open_followups(self.store)
 
     # -- figures ------------------------------------------------------------------------
 
     def figures(self, day: str | None = None) -> dict:
-        """One day's counts per window and level, flagged presses, and the satisfaction rate.
+        """One day's figures (see ``day_figures``); today by the hall clock when not given."""
+        return day_figures(self.store, self.windows, day or self.clock.now().date().isoformat())
 
-        The rate is the share of counted ratings at 非常满意, 满意 or 基本满意; presses flagged
-        ``repeat`` or ``burst`` are shown but not counted.
-        """
-        day = day or self.clock.now().date().isoformat()
-        rows = self.store.rows("SELECT window, level, flags FROM ratings WHERE day = ?", (day,))
-        windows: dict[str, dict] = {
-            wid: {"window": wid, "name": name, "levels": {lv.code: 0 for lv in LEVELS}, "counted": 0, "flagged": 0, "satisfied": 0}
-            for wid, name in self.windows.items()
-        }
-        for window, level, flags in rows:
-            w = windows.setdefault(window, {"window": window, "name": window, "levels": {lv.code: 0 for lv in LEVELS}, "counted": 0, "flagged": 0, "satisfied": 0})
-            if set(json.loads(flags)) & {REPEAT, BURST}:
-                w["flagged"] += 1
-                continue
-            w["levels"][level] += 1
-            w["counted"] += 1
-            if BY_CODE[level].score in SATISFIED_SCORES:
-                w["satisfied"] += 1
-        total = {"counted": sum(w["counted"] for w in windows.values()), "satisfied": sum(w["satisfied"] for w in windows.values()), "flagged": sum(w["flagged"] for w in windows.values())}
-        for w in list(windows.values()) + [total]:
-            w["rate"] = round(w["satisfied"] / w["counted"], 4) if w["counted"] else None
-        return {"day": day, "windows": list(windows.values()), "total": total}
+
+def open_followups(store: Rows) -> list[dict]:
+    """Open follow-ups, oldest first (the page reads them without the service)."""
+    rows = store.rows(
+        "SELECT id, window, level, staff_id, opened_at, callback_due, rectify_due, provisional, called_back_at FROM followups WHERE state = 'open' ORDER BY opened_at"
+    )
+    keys = ("followup_id", "window", "level", "staff_id", "opened_at", "callback_due", "rectify_due", "provisional", "called_back_at")
+    return [dict(zip(keys, r)) | {"provisional": bool(r[7])} for r in rows]
+
+
+def flagged_presses(store: Rows, day: str) -> list[dict]:
+    """A day's presses flagged repeat, burst or unstaffed, in order."""
+    rows = store.rows("SELECT seq, window, level, flags, at, staff_id FROM ratings WHERE day = ? AND flags != '[]' ORDER BY seq", (day,))
+    return [{"seq": seq, "window": w, "level": lv, "flags": json.loads(f), "at": at, "staff_id": staff} for seq, w, lv, f, at, staff in rows]
+
+
+def day_figures(store: Rows, windows: dict[str, str], day: str) -> dict:
+    """One day's counts per window and level, flagged presses, and the satisfaction rate.
+
+    The rate is the share of counted ratings at 非常满意, 满意 or 基本满意; presses flagged
+    ``repeat`` or ``burst`` are shown but not counted. ``windows`` maps id → name, in the
+    order to show; a window no longer configured still appears if it was rated that day.
+    """
+    rows = store.rows("SELECT window, level, flags FROM ratings WHERE day = ?", (day,))
+
+    def empty(wid: str, name: str) -> dict:
+        return {"window": wid, "name": name, "levels": {lv.code: 0 for lv in LEVELS}, "counted": 0, "flagged": 0, "satisfied": 0}
+
+    per_window = {wid: empty(wid, name) for wid, name in windows.items()}
+    for window, level, flags in rows:
+        w = per_window.setdefault(window, empty(window, window))
+        if set(json.loads(flags)) & {REPEAT, BURST}:
+            w["flagged"] += 1
+            continue
+        w["levels"][level] += 1
+        w["counted"] += 1
+        if BY_CODE[level].score in SATISFIED_SCORES:
+            w["satisfied"] += 1
+    total = {key: sum(w[key] for w in per_window.values()) for key in ("counted", "satisfied", "flagged")}
+    for w in list(per_window.values()) + [total]:
+        w["rate"] = round(w["satisfied"] / w["counted"], 4) if w["counted"] else None
+    return {"day": day, "windows": list(per_window.values()), "total": total}

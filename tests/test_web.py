@@ -18,7 +18,8 @@ from appliance.daemon import Daemon
 from appliance.events import Recorder
 from appliance.store import Store
 from appliance.web import create_app
-from appliance.web.status import todays_presses
+from services.calendar import HallCalendar
+from services.ratings import Ratings, day_figures
 from conftest import REPO, write_config
 
 FAST_HASH = "scrypt:1024:8:1"
@@ -386,14 +387,17 @@ def test_delays_are_forgotten_after_a_quiet_quarter_hour(client, clock):
 # -- the status page -------------------------------------------------------------------------
 
 
-def record_presses(config_path, presses) -> None:
-    """Presses recorded into the store as the daemon would, without a daemon running."""
+def record_presses(config_path, presses, clock: FakeClock | None = None) -> None:
+    """Ratings recorded into the store by the ratings service, as the daemon would, without a daemon."""
     config = load_config(config_path)
     store = Store(config.store.path, reserve_mb=0)
     try:
-        recorder = Recorder(store, config.device, FakeClock(), "boot-1")
+        clock = clock or FakeClock()
+        recorder = Recorder(store, config.device, clock, "boot-1")
+        ratings = Ratings(recorder, store, clock, HallCalendar(), {w.id: w.name for w in config.windows})
         for window, level in presses:
-            recorder.record("button.pressed", {"window": window, "window_name": config.window(window).name, "level": level, "level_label": ""})
+            ratings.press(window, level)
+            clock.advance(10)
         recorder.raise_alarm("clock_unsynced", "the clock is not synchronised yet")
     finally:
         store.close()
@@ -408,11 +412,13 @@ def test_status_page_works_with_the_daemon_down_from_the_store(client, config_pa
     status = client.get("/api/status").json
     assert status["daemon"]["running"] is False and "not running" in status["daemon"]["error"]
     assert status["uplink"] is None
-    assert status["outbox"]["depth"] == 4 and status["outbox"]["oldest"]["type"] == "button.pressed"
+    # Three ratings, the follow-up the 不满意 opened, and the alarm.
+    assert status["outbox"]["depth"] == 5 and status["outbox"]["oldest"]["type"] == "rating.recorded"
     assert [e["type"] for e in status["recent_events"]][:1] == ["alarm.raised"]
     by_window = {w["window"]: w for w in status["today"]["windows"]}
-    assert by_window["w1"]["levels"]["satisfied"] == 2 and by_window["w1"]["total"] == 2
-    assert by_window["w2"]["levels"] == {"satisfied": 0, "basically_satisfied": 0, "dissatisfied": 1}
+    assert by_window["w1"]["levels"]["satisfied"] == 2 and by_window["w1"]["counted"] == 2 and by_window["w1"]["rate"] == 1.0
+    assert by_window["w2"]["levels"]["dissatisfied"] == 1 and by_window["w2"]["rate"] == 0.0
+    assert status["today"]["total"] == {"counted": 3, "satisfied": 2, "flagged": 0, "rate": 0.6667}
     assert status["device"]["id"] == "hall-01" and status["version"]
     assert status["clock"]["synced"] is True
 
@@ -422,12 +428,50 @@ def test_todays_figures_leave_out_other_days(config_path):
     config = load_config(config_path)
     store = Store(config.store.path, reserve_mb=0, recover=False)
     try:
-        from datetime import date
-
-        assert todays_presses(store, config.windows, date(2026, 11, 25))[0]["total"] == 1
-        assert todays_presses(store, config.windows, date(2026, 11, 26))[0]["total"] == 0
+        windows = {w.id: w.name for w in config.windows}
+        assert day_figures(store, windows, "2026-11-25")["total"]["counted"] == 1
+        assert day_figures(store, windows, "2026-11-26")["total"]["counted"] == 0
     finally:
         store.close()
+
+
+# -- the ratings page ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["director", "county_it"])
+def test_the_ratings_page_shows_figures_followups_and_flagged_presses(client, config_path, role):
+    config = load_config(config_path)
+    store = Store(config.store.path, reserve_mb=0)
+    try:
+        clock = FakeClock()  # 09:00 on Wednesday 25 November 2026
+        ratings = Ratings(Recorder(store, config.device, clock, "boot-1"), store, clock, HallCalendar(), {w.id: w.name for w in config.windows})
+        for advance, window, level in [(0, "w1", "satisfied"), (10, "w2", "very_satisfied"), (1, "w2", "satisfied"), (3589, "w1", "very_dissatisfied")]:
+            clock.advance(advance)
+            ratings.press(window, level)
+    finally:
+        store.close()
+    as_role(client, role)
+    page = client.get("/ratings")
+    assert page.status_code == 200
+    text = page.text
+    assert "好差评与差评整改" in text and "未办结的差评整改" in text
+    assert "非常不满意" in text and "2026-11-26 10:00:00" in text  # call back within one working day
+    assert '<span class="tag">重复</span>' in text  # the second press at w2, 1 s after the first
+    assert "66.7%" in text  # 2 of 3 counted ratings satisfied (the repeat is not counted)
+    english = client.get("/ratings?day=2026-11-24")
+    assert english.status_code == 200 and "没有被标记的按键。" in english.text
+
+
+def test_the_ratings_page_refuses_a_bad_day_clearly(client):
+    as_role(client, "director")
+    r = client.get("/ratings?day=2026-13-45")
+    assert r.status_code == 400
+    assert "day = 2026-13-45" in r.text and "YYYY-MM-DD" in r.text
+
+
+def test_the_ratings_page_needs_a_signed_in_user(client):
+    r = client.get("/ratings")
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
 
 
 def test_status_with_the_daemon_running_shows_the_live_uplink(daemon, client):

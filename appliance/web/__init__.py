@@ -32,7 +32,7 @@ from ..store import Store
 from .error_pages import error_page
 from .guards import end_session
 from .hall import Hall, hall
-from .labels import AUDIT_ACTIONS, DEFAULT_LANGUAGE, HTML_LANG, LANGUAGES, LEVEL_NAMES, OUTBOX_STATES, ROLE_NAMES, SETTING_NAMES, SETTING_SOURCES, UPLINK_STATES
+from .labels import AUDIT_ACTIONS, DEFAULT_LANGUAGE, FLAG_NAMES, HTML_LANG, LANGUAGES, LEVEL_NAMES, OUTBOX_STATES, ROLE_NAMES, SETTING_NAMES, SETTING_SOURCES, UPLINK_STATES
 
 DEFAULT_CONFIG = "/etc/hall-appliance/appliance.toml"
 
@@ -109,11 +109,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     CSRFProtect(app)
 
     from .auth import bp as auth_bp
+    from .ratings import bp as ratings_bp
     from .settings import bp as settings_bp
     from .status import bp as status_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(status_bp)
+    app.register_blueprint(ratings_bp)
     app.register_blueprint(settings_bp)
     if app.extensions["hall"].simulator:
         from .simulator import bp as simulator_bp
@@ -225,6 +227,7 @@ def _page_globals() -> dict:
         "version": __version__,
         "role_names": ROLE_NAMES,
         "level_names": LEVEL_NAMES,
+        "flag_names": FLAG_NAMES,
         "uplink_states": UPLINK_STATES,
         "outbox_states": OUTBOX_STATES,
         "setting_names": SETTING_NAMES,

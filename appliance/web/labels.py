@@ -19,6 +19,12 @@ LEVEL_NAMES = {
     "very_dissatisfied": _l("Very dissatisfied"),
 }
 
+FLAG_NAMES = {
+    "repeat": _l("repeat"),
+    "burst": _l("burst"),
+    "unstaffed": _l("unstaffed"),
+}
+
 UPLINK_STATES = {
     "starting": _l("starting"),
     "disabled": _l("off (no broker configured: recording and queueing only)"),

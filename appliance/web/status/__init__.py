@@ -12,9 +12,10 @@ from datetime import date, datetime
 from flask import Blueprint, g, jsonify, render_template, request
 from flask_babel import gettext as _
 
+from services.ratings import day_figures
+
 from ... import __version__
 from ...clock import HALL_TZ
-from ...config import WindowConfig
 from ...errors import ControlError
 from ...store import Store
 from ..auth import source_address, too_many
@@ -25,32 +26,11 @@ from ..hall import Hall, hall
 bp = Blueprint("status", __name__, template_folder="templates")
 
 RECENT_EVENTS = 15
-# Both shapes of a press: the core's button.pressed and the ratings work's rating.recorded.
-PRESS_TYPES = ("button.pressed", "rating.recorded")
 
 
-def todays_presses(store: Store, windows: tuple[WindowConfig, ...], day: date) -> list[dict]:
-    """Presses on ``day`` per window and level, counted from the press events in the outbox.
-
-    The one place the page's figures come from: the ratings work replaces the source (its
-    counted ratings) here and nowhere else. Acknowledged events stay for the retention
-    period, so a day's presses are all still there.
-    """
-    rows = store.rows(
-        "SELECT json_extract(CAST(payload AS TEXT), '$.data.window'), json_extract(CAST(payload AS TEXT), '$.data.level'), COUNT(*)"
-        f" FROM outbox WHERE type IN ({', '.join('?' * len(PRESS_TYPES))}) AND substr(created_at, 1, 10) = ? GROUP BY 1, 2",
-        (*PRESS_TYPES, day.isoformat()),
-    )
-    counts = {(window, level): n for window, level, n in rows}
-    return [
-        {
-            "window": w.id,
-            "name": w.name,
-            "levels": {level: counts.get((w.id, level), 0) for level, _pin in w.buttons},
-            "total": sum(counts.get((w.id, level), 0) for level, _pin in w.buttons),
-        }
-        for w in windows
-    ]
+def todays_figures(h: Hall, day: date) -> dict:
+    """The day's ratings per window and level with the satisfaction rate (the ratings service's figures)."""
+    return day_figures(h.store, {w.id: w.name for w in h.config.windows}, day.isoformat())
 
 
 def last_publish(store: Store) -> str | None:
@@ -87,7 +67,7 @@ def collect_status(h: Hall) -> dict:
         "outbox": outbox,
         "clock": clock,
         "alarms": [asdict(a) for a in h.store.active_alarms()],
-        "today": {"day": today.isoformat(), "windows": todays_presses(h.store, h.config.windows, today)},
+        "today": todays_figures(h, today),
         "recent_events": h.store.recent_events(RECENT_EVENTS),
     }
 
