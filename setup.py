@@ -49,11 +49,14 @@ setup(
     extras_require={
         # A Pi without the distribution's GPIO packages. On Raspberry Pi OS prefer apt's
         # python3-lgpio in a venv made with --system-site-packages; never install
-        # rpi-lgpio beside RPi.GPIO.
-        "pi": ["lgpio>=0.2", "RPi.GPIO>=0.7"],
+        # rpi-lgpio beside RPi.GPIO. The badge reader reads through python-evdev (apt's
+        # python3-evdev on Raspberry Pi OS); drivers/badge.py imports it only for a real reader.
+        "pi": ["lgpio>=0.2", "RPi.GPIO>=0.7", "evdev>=1.6"],
         "test": [
             "pytest>=8",
             "hypothesis>=6",
+            # Synthetic InputEvents for the badge reader's tests (Linux only, as the reader).
+            "evdev>=1.6",
             # Validates what is really published against the MQTT contract's schemas.
             "jsonschema>=4.18",
             # Drives the distribution's Chromium for the page's browser tests (never

@@ -27,7 +27,11 @@ ID_FIX = "use 1 to 63 lower-case letters, digits and dashes, starting with a let
 PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "mock")
 CLOCK_SOURCES = ("system", "assume_synced", "assume_unsynced")
 DISPLAY_DRIVERS = ("max7219", "emulator")
+# How a MAX7219 chain runs through its rows of modules (drivers.display.MODULE_ORDERS).
+MODULE_ORDERS = ("rows", "rows_reversed", "snake", "snake_reversed")
 BADGE_DRIVERS = ("evdev", "simulated")
+# What the badge reader types: digits only, or hex digits (A–F too).
+CARD_FORMATS = ("decimal", "hex")
 
 # BCM pins an SPI bus claims on the 40-pin header (MOSI, MISO, SCLK and the chip selects);
 # a button on one of them would fight the display driver.
@@ -147,6 +151,7 @@ class DisplayConfig:
     block_orientation: int
     rotate: int
     contrast: int
+    module_order: str = "rows"
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,10 @@ class BadgeConfig:
     enabled: bool
     driver: str
     device: str | None
+    card_format: str = "decimal"
+    max_digits: int = 20
+    inter_key_timeout_s: float = 0.3
+    reconnect_interval_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -411,7 +420,7 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
 
     windows = _windows(r, data.get("windows", []))
 
-    disp = r.table(data, "", "display", ("enabled", "driver", "width", "height", "spi_port", "spi_device", "block_orientation", "rotate", "contrast"))
+    disp = r.table(data, "", "display", ("enabled", "driver", "width", "height", "spi_port", "spi_device", "block_orientation", "rotate", "contrast", "module_order"))
     display = DisplayConfig(
         enabled=r.get(disp, "display", "enabled", bool, False, fix="true or false"),
         driver=r.get(disp, "display", "driver", str, "max7219", fix=f"use one of {', '.join(DISPLAY_DRIVERS)}", check=_one_of(DISPLAY_DRIVERS)),
@@ -422,13 +431,18 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
         block_orientation=r.get(disp, "display", "block_orientation", int, 0, fix="use 0, 90, -90 or 180", check=_angle((0, 90, -90, 180))),
         rotate=r.get(disp, "display", "rotate", int, 0, fix="use 0, 1, 2 or 3 (quarter turns)", check=_between(0, 3)),
         contrast=r.get(disp, "display", "contrast", int, 64, fix="give a value between 0 and 255", check=_between(0, 255)),
+        module_order=r.get(disp, "display", "module_order", str, "rows", fix=f"use one of {', '.join(MODULE_ORDERS)} (docs/board.md shows each wiring)", check=_one_of(MODULE_ORDERS)),
     )
 
-    bd = r.table(data, "", "badge", ("enabled", "driver", "device"))
+    bd = r.table(data, "", "badge", ("enabled", "driver", "device", "card_format", "max_digits", "inter_key_timeout_ms", "reconnect_interval"))
     badge = BadgeConfig(
         enabled=r.get(bd, "badge", "enabled", bool, False, fix="true or false"),
         driver=r.get(bd, "badge", "driver", str, "evdev", fix=f"use one of {', '.join(BADGE_DRIVERS)}", check=_one_of(BADGE_DRIVERS)),
         device=r.get(bd, "badge", "device", str, None, fix="give the reader's /dev/input/by-id/… path", check=_non_empty),
+        card_format=r.get(bd, "badge", "card_format", str, "decimal", fix=f"use one of {', '.join(CARD_FORMATS)}: what the reader types", check=_one_of(CARD_FORMATS)),
+        max_digits=r.get(bd, "badge", "max_digits", int, 20, fix="give the longest card number the reader types, between 4 and 64", check=_between(4, 64)),
+        inter_key_timeout_s=r.get(bd, "badge", "inter_key_timeout_ms", int, 300, fix="give milliseconds between 20 and 5000", check=_between(20, 5000)) / 1000,
+        reconnect_interval_s=r.get(bd, "badge", "reconnect_interval", float, 2.0, fix="give seconds between 0.1 and 600", check=_between(0.1, 600)),
     )
     if badge.enabled and badge.driver == "evdev" and not badge.device:
         r.problem("badge.device", _MISSING, "is required when the evdev badge reader is enabled", "give the reader's /dev/input/by-id/…-event-kbd path")

@@ -142,6 +142,93 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX followups_open ON followups (state, callback_due);
     """,
+    # 4: duty roster and badge check-in (services/roster.py, docs/roster.md).
+    """
+    CREATE TABLE attendance (
+        id TEXT PRIMARY KEY,
+        staff_id TEXT NOT NULL,
+        card TEXT NOT NULL,
+        window TEXT,
+        shift_key TEXT,
+        shift_day TEXT,
+        in_at TEXT NOT NULL,
+        in_boot TEXT NOT NULL,
+        in_mono INTEGER NOT NULL,
+        in_verdict TEXT NOT NULL,
+        out_event_id TEXT,
+        out_at TEXT,
+        out_boot TEXT,
+        out_mono INTEGER,
+        out_verdict TEXT,
+        open INTEGER NOT NULL DEFAULT 1,
+        closed_reason TEXT CHECK (closed_reason IN ('checked_out', 'missed_checkout')),
+        closed_at TEXT,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        corrected INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attendance_staff ON attendance (staff_id, in_at);
+    CREATE INDEX attendance_open ON attendance (open) WHERE open = 1;
+    CREATE INDEX attendance_pending ON attendance (in_verdict, out_verdict);
+    CREATE TABLE attendance_verdicts (
+        event_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('late', 'early_leave', 'absent')),
+        staff_id TEXT NOT NULL,
+        window TEXT,
+        shift_key TEXT NOT NULL,
+        shift_day TEXT NOT NULL,
+        minutes INTEGER,
+        decided_at TEXT NOT NULL,
+        voided_by TEXT,
+        UNIQUE (kind, shift_key)
+    );
+    CREATE INDEX attendance_verdicts_day ON attendance_verdicts (shift_day);
+    CREATE TABLE leaves (
+        id TEXT PRIMARY KEY,
+        staff_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        start_at TEXT NOT NULL,
+        end_at TEXT NOT NULL,
+        ended_at TEXT,
+        note TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        ended_by TEXT
+    );
+    CREATE INDEX leaves_staff ON leaves (staff_id, start_at);
+    CREATE TABLE unknown_swipes (
+        event_id TEXT PRIMARY KEY,
+        card TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('unknown', 'inactive')),
+        staff_id TEXT,
+        at TEXT NOT NULL,
+        day TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        mono_ns INTEGER NOT NULL,
+        clock_synced INTEGER NOT NULL
+    );
+    CREATE INDEX unknown_swipes_card ON unknown_swipes (card, at);
+    CREATE TABLE local_cards (
+        card TEXT PRIMARY KEY,
+        staff_id TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        event_id TEXT NOT NULL
+    );
+    CREATE TABLE window_gaps (
+        id TEXT PRIMARY KEY,
+        window TEXT NOT NULL,
+        since TEXT NOT NULL,
+        until TEXT,
+        ended_by TEXT
+    );
+    CREATE INDEX window_gaps_open ON window_gaps (window) WHERE until IS NULL;
+    CREATE TABLE attendance_days (
+        day TEXT PRIMARY KEY,
+        summarized_at TEXT NOT NULL,
+        event_id TEXT NOT NULL
+    );
+    CREATE TABLE roster_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

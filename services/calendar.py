@@ -162,6 +162,27 @@ class HallCalendar:
                 self.on_unknown_year(day.year)
         return day.weekday() < 5
 
+    def is_public_holiday(self, day: date) -> bool:
+        """True on a day off for a public holiday (春节, 国庆 …), weekends inside one included.
+
+        An ordinary weekend is not a holiday: a hall open on weekends (周末不打烊) keeps its
+        weekend shifts then, and not on a National Day Saturday. A year nobody supplied falls
+        back to the weekday rule, which knows no holidays.
+        """
+        if self.is_working_day(day):
+            return False
+        if day.weekday() < 5:
+            return True  # a weekday off is always a holiday
+        county = self.county.get(day.year)
+        if county is not None:
+            return day in county.holidays
+        if self.use_library:
+            try:
+                return _library.get_holiday_detail(day)[1] is not None
+            except NotImplementedError:
+                pass
+        return False
+
     def add_working_days(self, start: datetime, days: int) -> datetime:
         """The same time of day, ``days`` working days after ``start`` (weekends, holidays skipped)."""
         current = start
