@@ -15,12 +15,15 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from drivers.badge import NotSimulated, UntypeableCard, make_badge_reader
 from drivers.buttons import WindowButtons
 from drivers.gpio import make_pin_factory
 from drivers.indicators import WindowIndicators
 from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import BY_CODE
 from services.ratings import FollowupRejected, RatingPolicy, Ratings
+from services.roster import STATE_NAMES as ROSTER_STATES
+from services.roster import Notice, Roster, RosterRejected
 
 from . import __version__
 from .clock import Clock, SystemClock, boot_id
@@ -77,6 +80,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.buttons: WindowButtons | None = None
         self.indicators: WindowIndicators | None = None
+        self.badge = None
         self.pin_factory_name = ""
         self._was_synced: bool | None = None
         self._stopped = False
@@ -105,6 +109,7 @@ class Daemon:
                 "calendar_year_unknown", f"no holiday calendar for {year}: working days follow the weekday rule until the county sends one"
             ),
         )
+        self.roster = Roster(self.recorder, self.store, self.clock, self.calendar, {w.id: w.name for w in c.windows}, on_notice=self._notice)
         self.ratings = Ratings(
             self.recorder,
             self.store,
@@ -117,11 +122,13 @@ class Daemon:
                 callback_working_days=c.ratings.callback_working_days,
                 rectify_working_days=c.ratings.rectify_working_days,
             ),
+            on_duty=self.roster,
             on_feedback=self._feedback,
         )
         self.router = CommandRouter(self.recorder, c.broker.max_command_bytes)
         self._register_commands()
         self._load_calendar()
+        self._load_roster()
         self._load_settings()
         self.uplink = Uplink(c.broker, self.recorder, self.router, self.clock, self.status, status_interval_s=self.settings["status_interval"])
 
@@ -145,11 +152,14 @@ class Daemon:
         for window_id, level in self.buttons.stuck_buttons():  # closed at power-on: jammed
             self.on_stuck(window_id, level, True)
         self.indicators = WindowIndicators(c.windows, factory)
+        self.badge = make_badge_reader(c.badge, self.roster.swipe, self.roster.bad_read, on_state=self._badge_state, simulate=self.simulate)
 
         self.control = ControlServer(c.control.socket, c.control.group)
         self._register_control()
         self.uplink.start()
         self.control.start()
+        if self.badge:
+            self.badge.start()
         self.maintenance()
         notify("READY=1\nSTATUS=recording")
         log.info("hall appliance %s ready: device %s, store %s, uplink %s", __version__, c.device.id, self.store.store_id, self.uplink.info.broker or "off")
@@ -165,6 +175,8 @@ class Daemon:
             self.buttons.close()
         if self.indicators:
             self.indicators.close()
+        if self.badge:
+            self.badge.stop()
         if self.control:
             self.control.stop()
         if self.uplink and self.uplink.is_alive():
@@ -185,6 +197,10 @@ class Daemon:
             if interval and self.healthy():
                 notify("WATCHDOG=1")
             self.buttons.tick()
+            try:
+                self.roster.tick()
+            except StoreError as exc:
+                log.error("attendance check failed: %s", exc)
             if now >= next_clock:
                 next_clock = now + self.config.clock.check_interval_s
                 self.watch_clock()
@@ -203,6 +219,8 @@ class Daemon:
     def healthy(self) -> bool:
         """True while every worker thread is alive (else systemd's watchdog restarts us)."""
         dead = [t.name for t in (self.uplink, self.control) if t is not None and not t.is_alive()]
+        if self.badge is not None and not self.badge.is_alive():
+            dead.append("badge reader")
         if dead:
             log.error("worker threads died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -243,6 +261,7 @@ class Daemon:
             self.recorder.telemetry("clock.synced", {"boot_id": self.boot_id, "mono_ns": anchor_mono, "time": anchor_time.isoformat(timespec="milliseconds")}, droppable=False)
             self.recorder.clear_alarm("clock_unsynced")
             self.ratings.settle(anchor_time, anchor_mono, self.boot_id)
+            self.roster.settle(anchor_time, anchor_mono, self.boot_id)
             self.uplink.publish_status_soon()
         elif not synced and self._was_synced is not False:
             # At start, or NTP lost its sources since: verdicts are provisional again.
@@ -299,6 +318,7 @@ class Daemon:
             "simulated": self.simulate,
             "calendar": {str(y): self.calendar.source(y) for y in (self.clock.now().year, self.clock.now().year + 1)},
             "ratings_today": self.ratings.figures()["total"],
+            "badge_reader": None if self.badge is None else {"connected": getattr(self.badge, "connected", True), "detail": getattr(self.badge, "detail", "simulated")},
         }
 
     # -- commands and control -----------------------------------------------------------
@@ -331,6 +351,15 @@ class Daemon:
                 after=self._apply_calendar,
             ),
         )
+        for name in ROSTER_STATES:
+            self.router.register_state(
+                name,
+                StateHandler(
+                    validate=_rejecting(self.roster.validator(name), RosterRejected),
+                    apply=lambda conn, scopes: None,
+                    after=lambda scopes, n=name: self.roster.apply_state(n, scopes),
+                ),
+            )
         self.router.register_action(
             "followup.close",
             ActionHandler(validate=_rejecting(self.ratings.validate_close, FollowupRejected), apply=self.ratings.apply_close),
@@ -342,6 +371,30 @@ class Daemon:
         if code not in active:
             raise CommandRejected(f"{code!r} is not an active alarm; active: {', '.join(active) or 'none'}", "args.code")
         return {"code": code}
+
+    def _load_roster(self) -> None:
+        for name in ROSTER_STATES:
+            self.roster.apply_state(name, {scope: data for scope, (_, data) in self.store.applied_state(name).items()})
+
+    def _notice(self, notice: Notice) -> None:
+        # A short message for the board after a swipe (the board shows it once it exists).
+        log.info("badge: %s", notice.text)
+
+    def _badge_state(self, connected: bool, detail: str) -> None:
+        if connected:
+            self.recorder.clear_alarm("badge_reader")
+        else:
+            self.recorder.raise_alarm("badge_reader", f"the badge reader is not connected: {detail}")
+
+    def _control_badge(self, args: dict) -> list[dict]:
+        card = require(args, "card", str)
+        if self.badge is None:
+            raise CommandRejected("the badge reader is disabled; set [badge] enabled = true", "card")
+        try:
+            entries = self.badge.swipe(card)
+        except (NotSimulated, UntypeableCard) as exc:
+            raise CommandRejected(str(exc), "card") from None
+        return [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in e.items()} for e in entries]
 
     def _load_calendar(self) -> None:
         # An alarm from the last run stands for this year and next until a calendar covers them.
@@ -378,7 +431,8 @@ class Daemon:
         ctl.register("events", lambda args: self.store.recent_events(int(args.get("limit", 20))))
         ctl.register("press", self._control_press)
         ctl.register("figures", lambda args: self.ratings.figures(args.get("day")) | {"followups": self.ratings.open_followups()})
-        ctl.register("badge", lambda args: _not_yet("badge reader", "the roster and check-in work"))
+        ctl.register("badge", self._control_badge)
+        ctl.register("duty", lambda args: self.roster.on_duty_today())
         ctl.register("frame", lambda args: _not_yet("LED board", "the board work"))
         ctl.register("reload", lambda args: {"settings": self._load_settings()})
 

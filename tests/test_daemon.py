@@ -112,7 +112,7 @@ def test_control_socket_presses_a_button_through_the_driver(offline_daemon, tmp_
         ("press", {"window": "w1", "level": "great"}, "level: 'great' is not a rating level"),
         ("press", {"window": "w1"}, "level: is required"),
         ("launch", {}, "unknown operation 'launch'"),
-        ("badge", {"card": "123"}, "no badge reader yet"),
+        ("badge", {"card": "123"}, "card: the badge reader is disabled; set [badge] enabled = true"),
     ],
 )
 def test_control_socket_refuses_bad_requests_clearly(offline_daemon, op, args, message):

@@ -271,3 +271,31 @@ def test_bad_commands_are_rejected_with_a_reason_and_the_daemon_keeps_running(tm
     assert d.uplink.is_alive() and d.healthy()
     d.buttons.press("w1", "satisfied")
     subscriber.wait_events(1)
+
+
+def test_a_simulated_swipe_checks_in_and_the_next_rating_at_that_window_names_the_person(tmp_path, broker, subscriber, start_daemon):
+    """Issue 6 end to end: the county's staff list over MQTT, a badge swipe, a press."""
+    config = write_config(tmp_path / "dev", broker=broker).read_text().replace("[control]", "[badge]\nenabled = true\ndriver = \"simulated\"\n\n[control]")
+    (tmp_path / "dev" / "appliance.toml").write_text(config)
+    d = start_daemon(tmp_path / "dev" / "appliance.toml")
+    t = topics_of(d)
+    staff = {"version": 1, "data": {"staff": [{"id": "s-001", "name": "乌日娜", "cards": ["0012345678"], "windows": ["w1"]}]}}
+    publish(broker, t.desired("county", "staff"), json.dumps(staff, ensure_ascii=False), retain=True)
+    subscriber.wait_for(lambda m: any(e["type"] == "state.applied" and e["data"]["name"] == "staff" for e in subscriber.events()))
+
+    swipe = d.control.handlers["badge"]({"card": "0012345678"})
+    assert swipe[0]["result"]["outcome"] == "checked_in" and swipe[0]["result"]["staff_id"] == "s-001"
+    checked_in = subscriber.wait_for(lambda m: subscriber.events("attendance.checked_in"))
+    event = subscriber.events("attendance.checked_in")[0]
+    assert event["data"]["staff_id"] == "s-001" and event["data"]["window"] == "w1" and event["stream"] == "person"
+    assert checked_in
+
+    d.buttons.press("w1", "satisfied")
+    d.buttons.press("w2", "satisfied")
+    ratings = {e["data"]["window"]: e["data"] for e in subscriber.wait_events(2)}
+    assert ratings["w1"]["staff_id"] == "s-001" and ratings["w1"]["flags"] == []
+    # The roster knows nobody is at w2: the rating there says so.
+    assert ratings["w2"]["staff_id"] is None and ratings["w2"]["flags"] == ["unstaffed"]
+    for m in subscriber.wait_for(lambda m: True):
+        if "/evt/" in m.topic and json.loads(m.payload)["type"].startswith("rating"):
+            validate_message(m.topic, m.payload)
