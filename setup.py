@@ -42,6 +42,11 @@ setup(
         "Flask-Babel>=4.0",
         # A pure-Python WSGI server that serves TLS itself (waitress cannot).
         "cheroot>=10",
+        # The LED board: MAX7219 chains (setup, orientation, brightness, SPI), the frames
+        # drawn with Pillow, and Unifont's character map read to report missing glyphs.
+        "luma.led_matrix>=1.9",
+        "Pillow>=10",
+        "fonttools>=4",
         # Working days, public holidays and 调休 from the State Council's notices; the
         # county's calendar command covers years it does not know yet.
         "chinesecalendar>=1.9",
@@ -51,7 +56,8 @@ setup(
         # python3-lgpio in a venv made with --system-site-packages; never install
         # rpi-lgpio beside RPi.GPIO. The badge reader reads through python-evdev (apt's
         # python3-evdev on Raspberry Pi OS); drivers/badge.py imports it only for a real reader.
-        "pi": ["lgpio>=0.2", "RPi.GPIO>=0.7", "evdev>=1.6"],
+        # spidev opens the SPI bus for the MAX7219 board.
+        "pi": ["lgpio>=0.2", "RPi.GPIO>=0.7", "evdev>=1.6", "spidev>=3.5"],
         "test": [
             "pytest>=8",
             "hypothesis>=6",
