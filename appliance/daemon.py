@@ -17,8 +17,10 @@ from typing import Any
 
 from drivers.badge import NotSimulated, UntypeableCard, make_badge_reader
 from drivers.buttons import WindowButtons
+from drivers.display import DisplayError, make_display
 from drivers.gpio import make_pin_factory
 from drivers.indicators import WindowIndicators
+from services.board import BoardRejected, BoardService, Font, merge_scopes, validate_board_state, validate_item, validate_items
 from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import BY_CODE
 from services.ratings import FollowupRejected, RatingPolicy, Ratings
@@ -41,6 +43,56 @@ from .uplink import Uplink
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL_S = 60.0
+BOARD_FPS = 30
+# Proof of play leaves at most this often (the counts are per item per day).
+PROOF_OF_PLAY_INTERVAL_S = 3600.0
+
+
+class BoardLoop(threading.Thread):
+    """Draws the board about 30 times a second: the service decides, the driver shows."""
+
+    def __init__(self, service: BoardService, display, on_error, fps: int = BOARD_FPS) -> None:
+        super().__init__(name="board", daemon=True)
+        self.service = service
+        self.display = display
+        self.on_error = on_error
+        self.period = 1.0 / fps
+        self.halt = threading.Event()
+        self.failing = False
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        resync_at = next_at + 60
+        while not self.halt.is_set():
+            try:
+                frame = self.service.next_frame()
+                self.display.set_contrast(frame.contrast)
+                self.display.blank(frame.blank)
+                if frame.changed and not frame.blank:
+                    self.display.show(frame.image)
+                if time.monotonic() >= resync_at:
+                    # A supply glitch can upset a MAX7219's registers: send setup and frame again.
+                    resync_at = time.monotonic() + 60
+                    self.display.resync()
+                if self.failing:
+                    self.failing = False
+                    self.on_error(None)
+            except (DisplayError, OSError) as exc:
+                if not self.failing:
+                    self.failing = True
+                    self.on_error(exc)
+                self.halt.wait(1.0)  # a board unplugged from SPI: try again, slowly
+            next_at += self.period
+            delay = next_at - time.monotonic()
+            if delay < -self.period:  # fell behind (a slow card write): skip, do not race
+                next_at = time.monotonic()
+                delay = 0
+            self.halt.wait(max(delay, 0))
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.is_alive():
+            self.join(2)
 
 
 def _no_args(args: Any) -> dict:
@@ -81,6 +133,10 @@ class Daemon:
         self.buttons: WindowButtons | None = None
         self.indicators: WindowIndicators | None = None
         self.badge = None
+        self.board: BoardService | None = None
+        self.display = None
+        self.board_loop: BoardLoop | None = None
+        self._shown_duty: str | None = None
         self.pin_factory_name = ""
         self._was_synced: bool | None = None
         self._stopped = False
@@ -125,10 +181,15 @@ class Daemon:
             on_duty=self.roster,
             on_feedback=self._feedback,
         )
+        if c.display.enabled:
+            self.font = Font()
+            self.display = make_display(c.display)
+            self.board = BoardService(self.font, self.display.width, self.display.height, self.calendar, self.clock)
         self.router = CommandRouter(self.recorder, c.broker.max_command_bytes)
         self._register_commands()
         self._load_calendar()
         self._load_roster()
+        self._load_board()
         self._load_settings()
         self.uplink = Uplink(c.broker, self.recorder, self.router, self.clock, self.status, status_interval_s=self.settings["status_interval"])
 
@@ -160,6 +221,9 @@ class Daemon:
         self.control.start()
         if self.badge:
             self.badge.start()
+        if self.board:
+            self.board_loop = BoardLoop(self.board, self.display, self._board_error)
+            self.board_loop.start()
         self.maintenance()
         notify("READY=1\nSTATUS=recording")
         log.info("hall appliance %s ready: device %s, store %s, uplink %s", __version__, c.device.id, self.store.store_id, self.uplink.info.broker or "off")
@@ -177,6 +241,10 @@ class Daemon:
             self.indicators.close()
         if self.badge:
             self.badge.stop()
+        if self.board_loop:
+            self.board_loop.stop()
+        if self.display:
+            self.display.close()
         if self.control:
             self.control.stop()
         if self.uplink and self.uplink.is_alive():
@@ -192,6 +260,7 @@ class Daemon:
         next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_S
         next_health = time.monotonic() + self.settings["health_interval"]
         next_clock = 0.0
+        next_play = time.monotonic() + PROOF_OF_PLAY_INTERVAL_S
         while not self.stopping.wait(tick):
             now = time.monotonic()
             if interval and self.healthy():
@@ -207,6 +276,9 @@ class Daemon:
             if now >= next_maintenance:
                 next_maintenance = now + MAINTENANCE_INTERVAL_S
                 self.maintenance()
+            if now >= next_play:
+                next_play = now + PROOF_OF_PLAY_INTERVAL_S
+                self.publish_proof_of_play()
             if now >= next_health:
                 next_health = now + self.settings["health_interval"]
                 self.recorder.telemetry("device.health", self.health())
@@ -221,6 +293,8 @@ class Daemon:
         dead = [t.name for t in (self.uplink, self.control) if t is not None and not t.is_alive()]
         if self.badge is not None and not self.badge.is_alive():
             dead.append("badge reader")
+        if self.board_loop is not None and not self.board_loop.is_alive():
+            dead.append("board")
         if dead:
             log.error("worker threads died: %s; withholding the watchdog ping", ", ".join(dead))
         return not dead
@@ -232,9 +306,11 @@ class Daemon:
         self.ratings.press(window_id, level)
 
     def _feedback(self, window_id: str, level: str) -> None:
-        # The window's LED says "taken"; the board's thank-you arrives with the board work.
+        # The window's LED says "taken", and the board flashes its thank-you.
         if self.indicators:
             self.indicators.blink(window_id)
+        if self.board:
+            self.board.on_rating(window_id, level)
 
     def on_stuck(self, window_id: str, level: str, stuck: bool) -> None:
         """A button jammed (or freed): reported once, never counted as a stream of presses."""
@@ -283,6 +359,8 @@ class Daemon:
             self.recorder.clear_alarm("disk_low")
         else:
             self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
+        if self.board and self._duty_text() != self._shown_duty:
+            self.reload_hall_items()
         try:
             self.ratings.check_overdue()
         except StoreError as exc:
@@ -318,6 +396,7 @@ class Daemon:
             "simulated": self.simulate,
             "calendar": {str(y): self.calendar.source(y) for y in (self.clock.now().year, self.clock.now().year + 1)},
             "ratings_today": self.ratings.figures()["total"],
+            "board": self.board.status() if self.board else None,
             "badge_reader": None if self.badge is None else {"connected": getattr(self.badge, "connected", True), "detail": getattr(self.badge, "detail", "simulated")},
         }
 
@@ -360,6 +439,10 @@ class Daemon:
                     after=lambda scopes, n=name: self.roster.apply_state(n, scopes),
                 ),
             )
+        self.router.register_state(
+            "board",
+            StateHandler(validate=self._validate_board, apply=lambda conn, scopes: None, after=self._apply_board),
+        )
         self.router.register_action(
             "followup.close",
             ActionHandler(validate=_rejecting(self.ratings.validate_close, FollowupRejected), apply=self.ratings.apply_close),
@@ -371,6 +454,56 @@ class Daemon:
         if code not in active:
             raise CommandRejected(f"{code!r} is not an active alarm; active: {', '.join(active) or 'none'}", "args.code")
         return {"code": code}
+
+    def _load_board(self) -> None:
+        if not self.board:
+            return
+        self._apply_board({scope: data for scope, (_, data) in self.store.applied_state("board").items() if scope != "hall"})
+        self.reload_hall_items()
+
+    def _validate_board(self, data: Any) -> Any:
+        if not self.board:
+            raise CommandRejected("this appliance has no LED board ([display] enabled = false)", "topic")
+        try:
+            validate_board_state(data, self.font)
+        except BoardRejected as exc:
+            raise CommandRejected(exc.reason, exc.field) from None
+        return data
+
+    def _apply_board(self, scopes: dict) -> None:
+        if self.board:
+            by_scope = {scope: validate_board_state(data, self.font) for scope, data in scopes.items() if scope != "hall"}
+            self.board.set_items("county", merge_scopes(by_scope))
+
+    def reload_hall_items(self) -> list[str]:
+        """The hall's own items (kept by the config page as the 'hall' scope of 'board') and today's duty."""
+        if not self.board:
+            return []
+        stored = self.store.applied_state("board").get("hall")
+        items = list(validate_items(stored[1].get("items", []), self.font, source="hall")) if stored else []
+        duty = self._shown_duty = self._duty_text()
+        if duty:
+            try:
+                items.append(validate_item({"id": "duty-today", "kind": "duty", "text": duty}, self.font, source="hall"))
+            except BoardRejected as exc:  # a name with a glyph Unifont lacks: say so, show the rest
+                log.warning("today's duty cannot be shown on the board: %s", exc)
+        self.board.set_items("hall", items)
+        return [i.id for i in items]
+
+    def _duty_text(self) -> str | None:
+        return self.roster.on_duty_today().get("text") if self.roster.known else None
+
+    def publish_proof_of_play(self) -> None:
+        if self.board:
+            plays = self.board.take_proof_of_play()
+            if plays:
+                self.recorder.telemetry("board.played", {"plays": plays})
+
+    def _board_error(self, exc: Exception | None) -> None:
+        if exc is None:
+            self.recorder.clear_alarm("board_error")
+        else:
+            self.recorder.raise_alarm("board_error", f"the LED board cannot be driven: {exc}")
 
     def _load_roster(self) -> None:
         for name in ROSTER_STATES:
@@ -385,6 +518,14 @@ class Daemon:
             self.recorder.clear_alarm("badge_reader")
         else:
             self.recorder.raise_alarm("badge_reader", f"the badge reader is not connected: {detail}")
+
+    def _control_frame(self, args: dict) -> dict:
+        """The board's current frame as a PNG (base64), with what it is showing."""
+        if not self.board:
+            raise CommandRejected("this appliance has no LED board ([display] enabled = false)")
+        import base64
+
+        return {"png": base64.b64encode(self.display.frame_png()).decode(), "status": self.board.status()}
 
     def _control_badge(self, args: dict) -> list[dict]:
         card = require(args, "card", str)
@@ -433,8 +574,8 @@ class Daemon:
         ctl.register("figures", lambda args: self.ratings.figures(args.get("day")) | {"followups": self.ratings.open_followups()})
         ctl.register("badge", self._control_badge)
         ctl.register("duty", lambda args: self.roster.on_duty_today())
-        ctl.register("frame", lambda args: _not_yet("LED board", "the board work"))
-        ctl.register("reload", lambda args: {"settings": self._load_settings()})
+        ctl.register("frame", self._control_frame)
+        ctl.register("reload", lambda args: {"settings": self._load_settings(), "hall_items": self.reload_hall_items()})
 
     def _control_press(self, args: dict) -> dict:
         window = require(args, "window", str)
@@ -448,5 +589,4 @@ class Daemon:
         return {"window": window, "level": level, "seq": after, "recorded": after != before}
 
 
-def _not_yet(what: str, where: str) -> dict:
-    raise CommandRejected(f"this appliance has no {what} yet; it arrives with {where}")
+

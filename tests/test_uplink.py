@@ -299,3 +299,43 @@ def test_a_simulated_swipe_checks_in_and_the_next_rating_at_that_window_names_th
     for m in subscriber.wait_for(lambda m: True):
         if "/evt/" in m.topic and json.loads(m.payload)["type"].startswith("rating"):
             validate_message(m.topic, m.payload)
+
+
+def board_config(tmp_path, broker) -> str:
+    path = write_config(tmp_path / "dev", broker=broker)
+    path.write_text(path.read_text().replace("[control]", '[display]\nenabled = true\ndriver = "emulator"\nwidth = 128\nheight = 16\n\n[control]'))
+    return path
+
+
+def test_a_county_board_notice_reaches_the_board_and_a_bad_one_changes_nothing(tmp_path, broker, subscriber):
+    """Issue 5 end to end: desired state over a real Mosquitto changes what the emulator shows."""
+    from appliance.clock import HALL_TZ, FakeClock
+    from datetime import datetime
+
+    clock = FakeClock(datetime(2026, 11, 25, 10, 0, tzinfo=HALL_TZ))  # a Wednesday morning: the hall is open
+    d = Daemon(load_config(board_config(tmp_path, broker)), clock=clock, simulate=True)
+    d.start()
+    try:
+        t = topics_of(d)
+        assert d.board.status()["state"] == "empty"
+        notice = {"version": 1, "data": {"items": [{"id": "policy-1", "kind": "policy", "text": "惠农补贴申领截止12月31日"}]}}
+        publish(broker, t.desired("county", "board"), json.dumps(notice, ensure_ascii=False), retain=True)
+        subscriber.wait_for(lambda m: any(e["type"] == "state.applied" and e["data"]["name"] == "board" for e in subscriber.events()))
+        wait_until(lambda: d.board.status()["item"] and d.board.status()["item"]["id"] == "policy-1", what="the notice on the board")
+        frame = d.control.handlers["frame"]({})
+        assert frame["status"]["item"]["id"] == "policy-1"
+        lit = d.display.frames[-1].getbbox() if d.display.frames else None
+        assert lit is not None, "the emulator shows lit pixels"
+
+        bad = {"version": 2, "data": {"items": [{"id": "x", "kind": "policy", "text": ""}]}}
+        publish(broker, t.desired("county", "board"), json.dumps(bad), retain=True)
+        rejected = subscriber.wait_for(lambda m: any(e["type"] == "command.rejected" for e in subscriber.events()))
+        event = next(e for e in subscriber.events() if e["type"] == "command.rejected")
+        assert event["data"]["field"] == "data.items[0].text"
+        assert d.board.status()["item"]["id"] == "policy-1", "the board keeps what it had"
+        assert rejected
+
+        d.buttons.press("w1", "satisfied")
+        wait_until(lambda: d.board.status()["state"] == "thanks", what="the thank-you after a rating")
+    finally:
+        d.stop()
