@@ -36,6 +36,7 @@ CARD_FORMATS = ("decimal", "hex")
 # BCM pins an SPI bus claims on the 40-pin header (MOSI, MISO, SCLK and the chip selects);
 # a button on one of them would fight the display driver.
 SPI_PINS = {0: frozenset({7, 8, 9, 10, 11}), 1: frozenset({16, 17, 18, 19, 20, 21})}
+HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 # What a plain list of button pins means, best level first.
 DEFAULT_LEVELS = {
     3: ("satisfied", "basically_satisfied", "dissatisfied"),
@@ -152,6 +153,15 @@ class DisplayConfig:
     rotate: int
     contrast: int
     module_order: str = "rows"
+    scroll_speed: float = 32.0
+    hold_s: float = 6.0
+    # (time of day, contrast) steps; None: ``contrast`` by day (07:00), dimmer from 19:00.
+    brightness: tuple[tuple[time, int], ...] | None = None
+    blank_when_closed: bool = True
+
+    def brightness_steps(self) -> tuple[tuple[time, int], ...]:
+        """The brightness schedule in force."""
+        return self.brightness or ((time(7, 0), self.contrast), (time(19, 0), min(self.contrast, 8)))
 
 
 @dataclass(frozen=True)
@@ -420,7 +430,7 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
 
     windows = _windows(r, data.get("windows", []))
 
-    disp = r.table(data, "", "display", ("enabled", "driver", "width", "height", "spi_port", "spi_device", "block_orientation", "rotate", "contrast", "module_order"))
+    disp = r.table(data, "", "display", ("enabled", "driver", "width", "height", "spi_port", "spi_device", "block_orientation", "rotate", "contrast", "module_order", "scroll_speed", "hold", "brightness", "blank_when_closed"))
     display = DisplayConfig(
         enabled=r.get(disp, "display", "enabled", bool, False, fix="true or false"),
         driver=r.get(disp, "display", "driver", str, "max7219", fix=f"use one of {', '.join(DISPLAY_DRIVERS)}", check=_one_of(DISPLAY_DRIVERS)),
@@ -432,6 +442,10 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
         rotate=r.get(disp, "display", "rotate", int, 0, fix="use 0, 1, 2 or 3 (quarter turns)", check=_between(0, 3)),
         contrast=r.get(disp, "display", "contrast", int, 64, fix="give a value between 0 and 255", check=_between(0, 255)),
         module_order=r.get(disp, "display", "module_order", str, "rows", fix=f"use one of {', '.join(MODULE_ORDERS)} (docs/board.md shows each wiring)", check=_one_of(MODULE_ORDERS)),
+        scroll_speed=r.get(disp, "display", "scroll_speed", float, 32.0, fix="give pixels per second between 4 and 200 (32 is two characters a second)", check=_between(4, 200)),
+        hold_s=r.get(disp, "display", "hold", float, 6.0, fix="give seconds between 1 and 60", check=_between(1, 60)),
+        brightness=_brightness(r, disp.get("brightness")),
+        blank_when_closed=r.get(disp, "display", "blank_when_closed", bool, True, fix="true to darken the board outside opening hours and on holidays"),
     )
 
     bd = r.table(data, "", "badge", ("enabled", "driver", "device", "card_format", "max_digits", "inter_key_timeout_ms", "reconnect_interval"))
@@ -495,6 +509,24 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
     if r.problems:
         raise ConfigError(r.problems)
     return Config(device, broker, store, gpio, windows, display, badge, web, control, clock, source, hall, ratings)
+
+
+def _brightness(r: _Reader, raw: Any) -> tuple[tuple[time, int], ...] | None:
+    if raw is None:
+        return None
+    steps = []
+    if isinstance(raw, dict) and raw:
+        for key, level in raw.items():
+            m = HHMM.fullmatch(key)
+            if not m:
+                r.problem(f"display.brightness.{key}", level, f"'{key}' is not a time written HH:MM", 'write e.g. brightness = { "07:00" = 64, "19:00" = 8 }')
+            elif isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 255:
+                r.problem(f"display.brightness.{key}", level, "must be a whole number from 0 to 255", "give the board's contrast from that time on")
+            else:
+                steps.append((time(int(m[1]), int(m[2])), level))
+    else:
+        r.problem("display.brightness", raw, 'must be a table of "HH:MM" = contrast', 'write e.g. brightness = { "07:00" = 64, "19:00" = 8 }')
+    return tuple(sorted(steps)) or None
 
 
 def _multiple_of_8(value: int) -> str | None:

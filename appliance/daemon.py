@@ -20,7 +20,7 @@ from drivers.buttons import WindowButtons
 from drivers.display import DisplayError, make_display
 from drivers.gpio import make_pin_factory
 from drivers.indicators import WindowIndicators
-from services.board import BoardRejected, BoardService, Font, merge_scopes, validate_board_state, validate_item, validate_items
+from services.board import BoardRejected, BoardService, BoardSettings, BrightnessSchedule, Font, merge_scopes, validate_board_state, validate_item, validate_items
 from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import BY_CODE
 from services.ratings import FollowupRejected, RatingPolicy, Ratings
@@ -184,7 +184,13 @@ class Daemon:
         if c.display.enabled:
             self.font = Font()
             self.display = make_display(c.display)
-            self.board = BoardService(self.font, self.display.width, self.display.height, self.calendar, self.clock)
+            settings = BoardSettings(
+                speed_px_s=c.display.scroll_speed,
+                hold_s=c.display.hold_s,
+                brightness=BrightnessSchedule(c.display.brightness_steps()),
+                blank_when_closed=c.display.blank_when_closed,
+            )
+            self.board = BoardService(self.font, self.display.width, self.display.height, self.calendar, self.clock, settings)
         self.router = CommandRouter(self.recorder, c.broker.max_command_bytes)
         self._register_commands()
         self._load_calendar()

@@ -654,3 +654,40 @@ def test_device_id_of_the_wrong_shape_is_rejected(device_id):
     with pytest.raises(ConfigError) as caught:
         parse_config(_with_device_id(device_id))
     assert problem_lines(caught.value) == [f"device.id = {device_id!r}: is not a valid id. Fix: {ID_FIX}"]
+
+
+# -- the board's motion and brightness --------------------------------------------------------
+
+
+def test_board_brightness_speed_and_hold_are_read(tmp_path):
+    from datetime import time
+
+    path = tmp_path / "a.toml"
+    path.write_text(edited(append='\n[display]\nenabled = true\ndriver = "emulator"\nscroll_speed = 48\nhold = 4\nbrightness = { "19:30" = 4, "06:30" = 80 }\n'))
+    display = load_config(path).display
+    assert (display.scroll_speed, display.hold_s) == (48, 4)
+    assert display.brightness_steps() == ((time(6, 30), 80), (time(19, 30), 4))
+
+
+def test_without_a_brightness_table_the_board_dims_at_night(tmp_path):
+    from datetime import time
+
+    path = tmp_path / "a.toml"
+    path.write_text(edited(append='\n[display]\nenabled = true\ndriver = "emulator"\ncontrast = 100\n'))
+    assert load_config(path).display.brightness_steps() == ((time(7, 0), 100), (time(19, 0), 8))
+
+
+@pytest.mark.parametrize(
+    ("table", "line"),
+    [
+        ('{ "7:00" = 64 }', "display.brightness.7:00 = 64: '7:00' is not a time written HH:MM. Fix: write e.g. brightness = { \"07:00\" = 64, \"19:00\" = 8 }"),
+        ('{ "07:00" = 300 }', "display.brightness.07:00 = 300: must be a whole number from 0 to 255. Fix: give the board's contrast from that time on"),
+        ("64", "display.brightness = 64: must be a table of \"HH:MM\" = contrast. Fix: write e.g. brightness = { \"07:00\" = 64, \"19:00\" = 8 }"),
+    ],
+)
+def test_a_bad_brightness_table_is_named(tmp_path, table, line):
+    path = tmp_path / "a.toml"
+    path.write_text(edited(append=f'\n[display]\nenabled = true\ndriver = "emulator"\nbrightness = {table}\n'))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert problem_lines(exc.value) == [line]
