@@ -674,9 +674,16 @@ class Store:
         conn.execute("INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?, ?)", (command_id, name, time.time(), outcome))
 
     def applied_state(self, name: str) -> dict[str, tuple[int, Any]]:
-        """The desired state applied for ``name``: scope → (version, data)."""
+        """The desired state applied for ``name``: scope → (version, data), widest scope first.
+
+        The order matters: merges let a narrower scope override a wider one.
+        """
         with self._lock:
-            rows = self._conn.execute("SELECT scope, version, data FROM desired_state WHERE name = ?", (name,)).fetchall()
+            rows = self._conn.execute(
+                "SELECT scope, version, data FROM desired_state WHERE name = ?"
+                " ORDER BY CASE scope WHEN 'county' THEN 0 WHEN 'township' THEN 1 WHEN 'device' THEN 2 ELSE 3 END, scope",
+                (name,),
+            ).fetchall()
         return {scope: (version, json.loads(data)) for scope, version, data in rows}
 
     def applied_versions(self) -> dict[str, dict[str, int]]:

@@ -906,7 +906,13 @@ class Roster:
             now, mono, synced = self.clock.now(), self.clock.monotonic_ns(), self.clock.is_synced()
             boot = self.sink.boot_id
             last = self._last_swipe.get(card)
-            if last is not None and last[0] == boot and mono - last[1] < self.rules.duplicate_interval_s * 1_000_000_000:
+            duplicate = last is not None and last[0] == boot and mono - last[1] < self.rules.duplicate_interval_s * 1_000_000_000
+            if duplicate and last[2] is None:
+                # The last swipe found nobody; a card registered since — on the config page,
+                # which runs in another process with its own Roster — checks in now.
+                owner = self.lookup(card)
+                duplicate = owner is None or not owner.active
+            if duplicate:
                 result = self._duplicate(card, last[2])
             else:
                 member = self.lookup(card)

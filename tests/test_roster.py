@@ -255,6 +255,20 @@ def test_the_director_registers_an_unknown_card_and_it_works_at_once(hall):
     assert hall.roster.unknown_cards() == []
 
 
+def test_a_card_registered_by_the_config_pages_own_roster_works_at_the_next_swipe(hall):
+    # The page runs in another process: its Roster writes the store, the daemon's never hears of it.
+    hall.swipe("0055555555")
+    page = Roster(Recorder(hall.store, DEVICE, hall.clock, "boot-1"), hall.store, hall.clock, HallCalendar(), WINDOWS)
+    page.apply_state("staff", {"device": page.validator("staff")(STAFF)})
+    page.register_card("0055555555", "s-003", "director")
+    hall.clock.advance(5)  # well within the duplicate interval of the unknown swipe
+    result = hall.swipe("0055555555")
+    assert (result.outcome, result.staff_id) == ("checked_in", "s-003")
+    assert hall.notices[-1].text == "其其格 签到成功"
+    hall.swipe("0044444444")
+    assert hall.swipe("0044444444").outcome == "duplicate"  # an unknown card is still suppressed
+
+
 @pytest.mark.parametrize(
     ("args", "field", "reason"),
     [

@@ -248,3 +248,11 @@ def test_a_store_from_newer_software_is_refused_not_moved_aside(tmp_path):
     with pytest.raises(StoreError, match="has schema 999, newer than this software"):
         Store(path, reserve_mb=0)
     assert path.exists() and not list(tmp_path.glob("hall.db.damaged-*"))
+
+
+def test_applied_state_comes_widest_scope_first_whatever_the_order_it_was_saved_in(tmp_path):
+    store = Store(tmp_path / "hall.db", reserve_mb=0)
+    with store.transaction() as conn:
+        for scope in ("device", "hall", "township", "county"):
+            Store.save_state(conn, "calendar", scope, 1, {"from": scope}, "now")
+    assert list(store.applied_state("calendar")) == ["county", "township", "device", "hall"]

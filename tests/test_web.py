@@ -605,8 +605,8 @@ def test_a_badge_swipe_shows_the_daemons_answer_beside_the_field(daemon, client)
     response = client.post("/simulator/badge", data={"csrf_token": token(client, "/simulator"), "card": "04A1B2C3"})
     assert response.status_code == 422
     beside = re.search(r'id="card-error">([^<]*)</p>', response.text).group(1)
-    assert beside == "The daemon did not take the swipe: this appliance has no badge reader yet; it arrives with the roster and check-in work"
-    assert "The daemon says: this appliance has no LED board yet" in response.text
+    assert beside == "The daemon did not take the swipe: card: the badge reader is disabled; set [badge] enabled = true"
+    assert "The daemon says: this appliance has no LED board" in response.text
 
 
 # -- language, audit, headers ---------------------------------------------------------------------

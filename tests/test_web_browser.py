@@ -43,6 +43,7 @@ class Simulator:
     passwords: dict
     config: Path
     proc: subprocess.Popen
+    broker: tuple[str, int] | None = None  # the simulator's private Mosquitto, when it started one
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def simulator():
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     lines: list[str] = []
-    url, passwords = None, {}
+    url, passwords, broker = None, {}, None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "The simulated hall is running" not in "".join(lines):
         line = proc.stdout.readline()
@@ -71,9 +72,11 @@ def simulator():
             url = m.group(1)
         if m := re.search(r"sign in as (\S+)\s+password (\S+)", line):
             passwords[m.group(1)] = m.group(2)
+        if m := re.search(r"private Mosquitto on ([0-9.]+):(\d+)", line):
+            broker = (m.group(1), int(m.group(2)))
     try:
         assert url and set(passwords) == {"director", "county-it"}, "".join(lines)
-        yield Simulator(url, passwords, config, proc)
+        yield Simulator(url, passwords, config, proc, broker)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

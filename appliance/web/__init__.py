@@ -24,10 +24,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .. import __version__
 from ..accounts import HASH_METHOD, Accounts, SignInDelays
-from ..clock import SystemClock
+from ..clock import SystemClock, boot_id
 from ..config import Config, load_config
 from ..control import ControlClient
 from ..errors import StoreError
+from ..events import Recorder
 from ..store import Store
 from .error_pages import error_page
 from .guards import end_session
@@ -96,6 +97,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         clock=clock,
         simulator=bool(app.config["HALL_SIMULATOR"]),
         tls=tls,
+        # The kernel's boot id, as the daemon's: events of one boot share it whichever process records them.
+        recorder=Recorder(store, config.device, clock, boot_id()),
     )
     app.config["SESSION_COOKIE_SECURE"] = tls
     if not app.config.get("SECRET_KEY"):
@@ -110,12 +113,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     from .auth import bp as auth_bp
     from .ratings import bp as ratings_bp
+    from .roster import bp as roster_bp
     from .settings import bp as settings_bp
     from .status import bp as status_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(status_bp)
     app.register_blueprint(ratings_bp)
+    app.register_blueprint(roster_bp)
     app.register_blueprint(settings_bp)
     if app.extensions["hall"].simulator:
         from .simulator import bp as simulator_bp

@@ -1,4 +1,4 @@
-"""Who may see what: signed in for every page, county IT for the device settings."""
+"""Who may see what: signed in for every page, named roles for some, county IT for the device settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 
 from ..accounts import COUNTY_IT
 from .error_pages import error_page
+from .labels import ROLE_NAMES
 
 
 def end_session() -> None:
@@ -45,3 +46,20 @@ def county_it_required(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def roles_required(*roles: str) -> Callable[[Callable], Callable]:
+    """Only for accounts of one of ``roles`` (the roster: the hall director and county IT)."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if g.user.role not in roles:
+                names = " / ".join(str(ROLE_NAMES.get(r, r)) for r in roles)
+                return error_page(403, _("This page is for: %(roles)s.", roles=names))
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate

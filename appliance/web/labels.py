@@ -66,4 +66,46 @@ AUDIT_ACTIONS = {
     "settings.cleared": _l("returned a setting to the county's value"),
     "sim.press": _l("pressed a simulated button"),
     "sim.badge": _l("swiped a simulated badge"),
+    "roster.leave": _l("recorded leave"),
+    "roster.leave_ended": _l("ended leave (销假)"),
+    "roster.card_registered": _l("registered a card"),
+}
+
+# The roster's codes (services/roster.py) as the page shows them.
+DAY_KINDS = {
+    "workday": _l("working day"),
+    "tiaoxiu": _l("weekend worked (调休)"),
+    "weekend": _l("weekend"),
+    "holiday": _l("public holiday"),
+}
+
+LEAVE_KIND_NAMES = {
+    "personal": _l("personal leave"),
+    "sick": _l("sick leave"),
+    "annual": _l("annual leave"),
+    "business": _l("away on official business"),
+    "compensatory": _l("time off in lieu"),
+    "other": _l("other leave"),
+}
+
+# A shift's state on the duty page and a check-in's verdicts in the attendance record.
+ATTENDANCE_NAMES = {
+    "on_time": _l("on time"),
+    "late": _l("late"),
+    "early_leave": _l("left early"),
+    "absent": _l("absent"),
+    "leave": _l("on leave"),
+    "unscheduled": _l("no shift"),
+    "pending": _l("waiting for the clock"),
+    "unverified": _l("time unknown"),
+    "no_record": _l("no record"),
+    "missed_checkout": _l("no check-out"),
+    "upcoming": _l("not started"),
+    "waiting": _l("not checked in yet"),
+    "checked_out": _l("checked out"),
+}
+
+CARD_REASONS = {
+    "unknown": _l("not registered"),
+    "inactive": _l("belongs to someone inactive in the registry"),
 }

@@ -6,7 +6,9 @@ reader: the same path a real press or swipe takes.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, redirect, render_template, url_for
+import base64
+
+from flask import Blueprint, Response, flash, g, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -14,6 +16,7 @@ from wtforms import HiddenField, StringField
 from wtforms.validators import InputRequired, Length, Regexp
 
 from ...errors import ControlError
+from ..error_pages import error_page
 from ..guards import login_required
 from ..hall import hall
 from ..labels import LEVEL_NAMES
@@ -42,7 +45,7 @@ class BadgeForm(FlaskForm):
 
 
 def _frame() -> str:
-    # The board's live frame arrives with the board work; until then the daemon says why not.
+    """Why the board's frame cannot be shown, or "" when it can."""
     try:
         hall().daemon("frame")
     except ControlError as exc:
@@ -106,6 +109,17 @@ def badge():
     hall().accounts.audit(g.user.username, "sim.badge", {"card": form.card.data})
     flash(_("Badge %(card)s swiped: %(result)s", card=form.card.data, result=result), "info")
     return redirect(url_for("simulator.index"), 303)
+
+
+@bp.get("/frame.png")
+@login_required
+def frame():
+    """The board's live frame, as the emulator draws it (the panel's script refreshes it)."""
+    try:
+        png = base64.b64decode(hall().daemon("frame")["png"])
+    except ControlError as exc:
+        return error_page(503, _("The board's frame is not available: %(reason)s", reason=str(exc)))
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})
 
 
 @bp.get("/events")
