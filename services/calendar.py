@@ -42,14 +42,14 @@ class YearDays:
 # ASCII digits only: str.isdigit() would take full-width ２０２７, fromisoformat week dates.
 YEAR = re.compile(r"[0-9]{4}")
 DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 def parse_hours(spans: list[str]) -> tuple[tuple[time, time], ...]:
     """'08:30-12:00' strings into (start, end) pairs; raises ValueError naming the bad one."""
     out = []
     for i, span in enumerate(spans):
-        m = HOURS.match(span) if isinstance(span, str) else None
+        m = HOURS.fullmatch(span) if isinstance(span, str) else None
         if not m:
             raise ValueError(f"[{i}] = {span!r} is not HH:MM-HH:MM")
         start, end = time(int(m[1]), int(m[2])), time(int(m[3]), int(m[4]))

@@ -1623,6 +1623,8 @@ class Roster:
         return last + timedelta(minutes=self.rules.summary_delay_min)
 
     def _publish_summaries(self, now: datetime) -> int:
+        if not self.known:
+            return 0  # a hall with no staff registry has no attendance to summarise
         n = 0
         for back in range(SUMMARY_CATCH_UP_DAYS, -1, -1):
             day = now.date() - timedelta(days=back)
