@@ -20,7 +20,7 @@ from drivers.buttons import WindowButtons
 from drivers.display import DisplayError, make_display
 from drivers.gpio import make_pin_factory
 from drivers.indicators import WindowIndicators
-from services.board import BoardRejected, BoardService, BoardSettings, BrightnessSchedule, Font, merge_scopes, validate_board_state, validate_item, validate_items
+from services.board import BoardRejected, BoardService, BoardSettings, BrightnessSchedule, Font, merge_scopes, validate_board_state, validate_item
 from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import BY_CODE
 from services.ratings import FollowupRejected, RatingPolicy, Ratings
@@ -486,7 +486,16 @@ class Daemon:
         if not self.board:
             return []
         stored = self.store.applied_state("board").get("hall")
-        items = list(validate_items(stored[1].get("items", []), self.font, source="hall")) if stored else []
+        items, refused = [], []
+        for i, raw in enumerate(stored[1].get("items", []) if stored else []):
+            try:
+                items.append(validate_item(raw, self.font, source="hall", path=f"items[{i}]"))
+            except BoardRejected as exc:  # e.g. a font update lost a glyph: show the rest, say which
+                refused.append(f"{exc.field}: {exc.reason}")
+        if refused:
+            self.recorder.raise_alarm("board_items_refused", "hall items not shown: " + "; ".join(refused))
+        else:
+            self.recorder.clear_alarm("board_items_refused")
         duty = self._shown_duty = self._duty_text()
         if duty:
             try:

@@ -213,26 +213,60 @@ def normalise_text(text: str) -> str:
     return ASCII_SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
-def text_problems(text: str, font: Font) -> list[str]:
-    """Why ``text`` (normalised) cannot go on the board; empty if it can."""
+class TextFault(NamedTuple):
+    """One reason a text cannot go on the board, for a caller to word in its reader's language.
+
+    ``code`` is one of ``TEXT_FAULTS``; ``chars`` are the characters concerned, each once, in
+    order (invisible, marks, mongolian, missing); ``length`` is the text's length (too_long).
+    """
+
+    code: str
+    chars: tuple[str, ...] = ()
+    length: int = 0
+
+
+TEXT_FAULTS = ("empty", "too_long", "invisible", "marks", "mongolian", "missing")
+
+
+def text_faults(text: str, font: Font) -> list[TextFault]:
+    """Why ``text`` (normalised) cannot go on the board, as codes; empty if it can."""
     if not text:
-        return ["is empty; give the text to show"]
-    problems = []
+        return [TextFault("empty")]
+    faults = []
     if len(text) > MAX_TEXT:
-        problems.append(f"has {len(text)} characters; the limit is {MAX_TEXT} (that already scrolls for about four minutes): shorten it or split it into several items")
-    invisible = list(dict.fromkeys(c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")))
+        faults.append(TextFault("too_long", length=len(text)))
+    invisible = tuple(dict.fromkeys(c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")))
     if invisible:
-        problems.append(f"contains control or invisible characters {_chars(invisible)}; remove them")
-    marks = list(dict.fromkeys(c for c in text if unicodedata.category(c) in ("Mn", "Me") and c not in invisible))
+        faults.append(TextFault("invisible", invisible))
+    marks = tuple(dict.fromkeys(c for c in text if unicodedata.category(c) in ("Mn", "Me") and c not in invisible))
     if marks:
-        problems.append(f"contains combining marks {_chars(marks)} that the board draws as separate boxes; use precomposed letters")
-    mongolian = list(dict.fromkeys(c for c in text if ord(c) in MONGOLIAN))
+        faults.append(TextFault("marks", marks))
+    mongolian = tuple(dict.fromkeys(c for c in text if ord(c) in MONGOLIAN))
     if mongolian:
-        problems.append("contains traditional Mongolian script, which the board cannot show (it draws letters unjoined, left to right); put the Mongolian text on the printed notice")
-    missing = [c for c in font.missing(text) if c not in invisible and c not in marks and ord(c) not in MONGOLIAN]
+        faults.append(TextFault("mongolian", mongolian))
+    missing = tuple(c for c in font.missing(text) if c not in invisible and c not in marks and ord(c) not in MONGOLIAN)
     if missing:
-        problems.append(f"the board's font ({font.name}) has no glyph for {_chars(missing)}; replace or remove them")
-    return problems
+        faults.append(TextFault("missing", missing))
+    return faults
+
+
+def text_problems(text: str, font: Font) -> list[str]:
+    """Why ``text`` (normalised) cannot go on the board, in words; empty if it can."""
+    return [_text_reason(fault, font) for fault in text_faults(text, font)]
+
+
+def _text_reason(fault: TextFault, font: Font) -> str:
+    if fault.code == "empty":
+        return "is empty; give the text to show"
+    if fault.code == "too_long":
+        return f"has {fault.length} characters; the limit is {MAX_TEXT} (that already scrolls for about four minutes): shorten it or split it into several items"
+    if fault.code == "invisible":
+        return f"contains control or invisible characters {_chars(fault.chars)}; remove them"
+    if fault.code == "marks":
+        return f"contains combining marks {_chars(fault.chars)} that the board draws as separate boxes; use precomposed letters"
+    if fault.code == "mongolian":
+        return "contains traditional Mongolian script, which the board cannot show (it draws letters unjoined, left to right); put the Mongolian text on the printed notice"
+    return f"the board's font ({font.name}) has no glyph for {_chars(fault.chars)}; replace or remove them"
 
 
 def _parse_when(value: Any, *, end: bool) -> datetime:

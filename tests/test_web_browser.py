@@ -179,7 +179,7 @@ def test_county_it_on_a_phone_changes_a_setting_without_sideways_scrolling(simul
     page = browser(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     sign_in(page, simulator, "county-it")
     expect(page.locator("h1")).to_have_text("运行状态")
-    for path in ("/", "/settings", "/simulator"):
+    for path in ("/", "/settings", "/simulator", "/board", "/board/new"):
         page.goto(simulator.url.rstrip("/") + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)
@@ -191,3 +191,90 @@ def test_county_it_on_a_phone_changes_a_setting_without_sideways_scrolling(simul
     page.click("#setting-status_interval button[type=submit]")
     expect(page.locator(".flash")).to_contain_text("status_interval 现在是 120。后台服务已开始使用。")
     screenshot(page, tmp_path / "settings-phone.png")
+
+
+def led_dots(png: bytes, width: int = 128, height: int = 16, scale: int = 4):
+    """Which LEDs are lit in the emulator's picture of the board (one dot per ``scale`` pixels)."""
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(png)).convert("RGB")
+    assert picture.size == (width * scale, height * scale), picture.size
+    dots = Image.new("1", (width, height))
+    for y in range(height):
+        for x in range(width):
+            # An unlit LED is (52, 14, 10); a lit one is far redder at any brightness.
+            dots.putpixel((x, y), 1 if picture.getpixel((x * scale + 1, y * scale + 1))[0] > 100 else 0)
+    return dots
+
+
+def shown_image(page, selector: str) -> bytes:
+    """The picture an <img> shows right now, as the browser decoded it (a PNG drawn through a canvas)."""
+    import base64
+
+    data_url = page.evaluate(
+        """(selector) => {
+          const img = document.querySelector(selector);
+          if (!img || !img.complete || !img.naturalWidth) return null;
+          const canvas = document.createElement("canvas");
+          canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+          canvas.getContext("2d").drawImage(img, 0, 0);
+          return canvas.toDataURL("image/png");
+        }""",
+        selector,
+    )
+    return base64.b64decode(data_url.split(",", 1)[1]) if data_url else b""
+
+
+def test_director_adds_a_board_item_with_a_preview_and_the_simulators_frame_changes_after_a_press(simulator, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from services.board import THANKS_TEXT, Font, Renderer
+
+    page = browser()
+    sign_in(page, simulator, "director")
+    page.click("form.languages button[value=zh_Hans]")  # another test may have left the account in English
+    page.click("nav >> text=LED 显示屏")
+    expect(page.locator("h1")).to_have_text("LED 显示屏")
+    expect(page.locator("#live-board")).to_be_visible()
+
+    page.click("text=新增内容")
+    expect(page.locator("h1")).to_have_text("新增显示屏内容")
+    page.select_option("#kind", "announcement")
+    page.fill("#text", "周五下午停电检修")
+    page.fill("#schedule", "08:00-12:00, 12:00-08:30")
+    page.click("button[value=preview]")
+    expect(page.locator("#schedule-error")).to_have_text("12:00-08:30 的结束时间早于开始时间。")
+    page.fill("#schedule", "")
+    page.click("button[value=preview]")
+    preview = page.locator("#preview img")
+    expect(preview).to_be_visible()
+    assert page.evaluate("document.querySelector('#preview img').naturalWidth") == 128  # one PNG pixel per LED
+    expect(page.locator("#preview")).to_contain_text("屏幕放得下：居中显示 6 秒。")
+    screenshot(page, tmp_path / "board-preview.png")
+    page.click("button[value=save]")
+    expect(page.locator(".flash")).to_contain_text("已加入本大厅内容")
+    expect(page.locator(".flash")).to_contain_text("屏幕已更新。")
+    expect(page.locator("#hall-items tbody")).to_contain_text("周五下午停电检修")
+    screenshot(page, tmp_path / "board-list.png")
+
+    # The simulator's board frame, before and after a press: the thank-you comes up.
+    page.click("nav >> text=模拟器")
+    board = page.locator("#sim-board")
+    expect(board).to_be_visible()
+    page.wait_for_function("document.getElementById('sim-board').complete && document.getElementById('sim-board').naturalWidth > 0")
+    before = shown_image(page, "#sim-board")
+    assert before.startswith(b"\x89PNG")
+    page.click("button[data-window=w1][data-level=satisfied]")
+    expect(page.locator(".flash")).to_be_visible()
+    thanks = Renderer(Font(), 128, 16).strip(THANKS_TEXT).tape
+    deadline = time.monotonic() + 3
+    after = b""
+    while time.monotonic() < deadline:
+        after = shown_image(page, "#sim-board")
+        if after and after != before and led_dots(after).tobytes() == thanks.tobytes():
+            break
+        time.sleep(0.05)
+    assert after != before, "the board's frame did not change after the press"
+    assert led_dots(after).tobytes() == thanks.tobytes(), "the board did not show the thank-you"

@@ -112,6 +112,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     CSRFProtect(app)
 
     from .auth import bp as auth_bp
+    from .board import bp as board_bp
     from .ratings import bp as ratings_bp
     from .roster import bp as roster_bp
     from .settings import bp as settings_bp
@@ -121,6 +122,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(status_bp)
     app.register_blueprint(ratings_bp)
     app.register_blueprint(roster_bp)
+    app.register_blueprint(board_bp)
     app.register_blueprint(settings_bp)
     if app.extensions["hall"].simulator:
         from .simulator import bp as simulator_bp

@@ -69,6 +69,27 @@ AUDIT_ACTIONS = {
     "roster.leave": _l("recorded leave"),
     "roster.leave_ended": _l("ended leave (销假)"),
     "roster.card_registered": _l("registered a card"),
+    "board.added": _l("added a board item"),
+    "board.changed": _l("changed a board item"),
+    "board.ended": _l("ended a board item"),
+    "board.withdrawn": _l("withdrew a board item (not yet begun)"),
+}
+
+# The board's kinds of item (services/board.py KINDS) and an item's state at the moment.
+BOARD_KINDS = {
+    "policy": _l("policy notice (惠农政策)"),
+    "job": _l("job posting (用工/致富信息)"),
+    "publicity": _l("六公开 item"),
+    "duty": _l("leader on duty"),
+    "announcement": _l("announcement"),
+    "urgent": _l("urgent notice (interrupts the board)"),
+}
+
+BOARD_STATES = {
+    "in_force": _l("in the rotation"),
+    "off_schedule": _l("outside its daily hours now"),
+    "upcoming": _l("not begun yet"),
+    "ended": _l("ended"),
 }
 
 # The roster's codes (services/roster.py) as the page shows them.

@@ -6,9 +6,7 @@ reader: the same path a real press or swipe takes.
 
 from __future__ import annotations
 
-import base64
-
-from flask import Blueprint, Response, flash, g, redirect, render_template, url_for
+from flask import Blueprint, flash, g, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -16,7 +14,7 @@ from wtforms import HiddenField, StringField
 from wtforms.validators import InputRequired, Length, Regexp
 
 from ...errors import ControlError
-from ..error_pages import error_page
+from ..board import frame_response
 from ..guards import login_required
 from ..hall import hall
 from ..labels import LEVEL_NAMES
@@ -115,11 +113,7 @@ def badge():
 @login_required
 def frame():
     """The board's live frame, as the emulator draws it (the panel's script refreshes it)."""
-    try:
-        png = base64.b64decode(hall().daemon("frame")["png"])
-    except ControlError as exc:
-        return error_page(503, _("The board's frame is not available: %(reason)s", reason=str(exc)))
-    return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})
+    return frame_response()
 
 
 @bp.get("/events")

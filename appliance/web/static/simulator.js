@@ -17,12 +17,3 @@
   window.setInterval(refresh, 2000);
 })();
 
-// The LED board's frame: fetch a fresh PNG twice a second while the panel is open.
-(function () {
-  "use strict";
-  var img = document.getElementById("sim-board");
-  if (!img) return;
-  var base = img.getAttribute("src");
-  var n = 0;
-  window.setInterval(function () { n += 1; img.setAttribute("src", base + "?n=" + n); }, 500);
-})();
