@@ -50,6 +50,11 @@ setup(
         # Working days, public holidays and 调休 from the State Council's notices; the
         # county's calendar command covers years it does not know yet.
         "chinesecalendar>=1.9",
+        # Complaints are sealed on arrival to the county supervisor's public key with
+        # libsodium's sealed boxes (X25519 + XSalsa20-Poly1305, services/complaints.py);
+        # PyNaCl is the maintained binding and ships libsodium in its wheels, so the Pi
+        # needs no extra system package. hall-provision uses it to make keys and open them.
+        "PyNaCl>=1.5",
     ],
     extras_require={
         # A Pi without the distribution's GPIO packages. On Raspberry Pi OS prefer apt's

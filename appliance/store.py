@@ -229,6 +229,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE roster_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 5: sealed complaints (services/complaints.py, docs/complaints.md). Only ciphertext is
+    # kept: the text, the contact and whom it is about are sealed to the county supervisor.
+    # Nothing on the device deletes a complaint, and they are never pruned.
+    """
+    CREATE TABLE complaints (
+        receipt TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        seq INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        channel TEXT NOT NULL CHECK (channel IN ('form', 'transcribed')),
+        transcribed_by TEXT,
+        key_id TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        received_at TEXT NOT NULL,
+        clock_synced INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'received' CHECK (status IN ('received', 'in_progress', 'answered')),
+        reply TEXT,
+        status_at TEXT,
+        CHECK ((channel = 'transcribed') = (transcribed_by IS NOT NULL))
+    );
+    CREATE INDEX complaints_received ON complaints (received_at);
+    CREATE TABLE complaint_status (
+        id INTEGER PRIMARY KEY,
+        receipt TEXT NOT NULL REFERENCES complaints (receipt),
+        status TEXT NOT NULL,
+        reply TEXT,
+        set_by TEXT,
+        at TEXT NOT NULL,
+        event_id TEXT
+    );
+    CREATE INDEX complaint_status_unannounced ON complaint_status (id) WHERE event_id IS NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

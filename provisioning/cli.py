@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+AVAILABLE = """\
+commands:
+  complaints keygen   make the complaint supervisor's key pair (docs/complaints.md)
+  complaints open     print sealed complaints decrypted, from a capture file or the broker
+
+"""
+
 PLANNED = """\
 commands (arriving with the provisioning work):
   init            create a county workspace: CA, broker certificate and configuration
@@ -17,10 +24,15 @@ commands (arriving with the provisioning work):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["complaints"]:
+        from .complaints import main as complaints
+
+        return complaints(argv[1:], prog="hall-provision complaints")
     parser = argparse.ArgumentParser(
         prog="hall-provision",
         description="County IT tools for the hall appliances.",
-        epilog=PLANNED,
+        epilog=AVAILABLE + PLANNED,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", nargs="?", help="the tool to run")
@@ -28,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    print(f"hall-provision: '{args.command}' is not available yet\n\n{PLANNED}", file=sys.stderr)
+    print(f"hall-provision: '{args.command}' is not available yet\n\n{AVAILABLE}{PLANNED}", file=sys.stderr)
     return 2
 
 
