@@ -5,26 +5,54 @@ from __future__ import annotations
 
 import ast
 import copy
+import errno
 import json
 import re
 import time
+import unicodedata
 import uuid
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
 
+from appliance.accounts import Accounts, SignInDelays
 from appliance.clock import HALL_TZ, FakeClock
-from appliance.config import CLOCK_SOURCES, PIN_FACTORIES, DeviceConfig, load_config
+from appliance.config import CLOCK_SOURCES, PIN_FACTORIES, Config, DeviceConfig, load_config
+from appliance.control import ControlClient
 from appliance.daemon import Daemon
 from appliance.events import SCOPES, Recorder, Topics
 from appliance.settings import SETTINGS
 from appliance.store import STREAMS, Store
+from appliance.web.board.items import add_item, edit_item, end_item
+from appliance.web.hall import Hall
 from conftest import write_config
-from contract import SCHEMA_DIR, event_types, registry, schemas, validate_message
+from contract import SCHEMA_DIR, event_types, registry, schema_for_topic, schemas, validate_message
 from drivers.badge import LETTERS, PARTIAL, TOO_LONG, TOO_SHORT, SimulatedBadgeReader
-from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
+from services.board import (
+    ASCII_SPACE,
+    COMPLAINT_ID,
+    DEFAULT_PRIORITY,
+    FIELDS,
+    ID_PATTERN,
+    KINDS,
+    MAX_ITEMS,
+    MAX_TEXT,
+    MONGOLIAN,
+    PRIORITIES,
+    SOURCES,
+    BoardRejected,
+    BoardService,
+    BoardSettings,
+    Font,
+    merge_scopes,
+    validate_board_state,
+    validate_item,
+    validate_items,
+)
+from services.calendar import HOURS, CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import LEVELS
 from services.ratings import BURST, REPEAT, UNSTAFFED, Ratings
 from services.roster import (
@@ -61,6 +89,12 @@ PAYLOAD_SCHEMAS = sorted(set(schemas()) - {"common"})
 # The windows of the test config (tests/conftest.py), which the roster's documents are checked against.
 WINDOWS = {"w1": "综合受理窗口", "w2": "社保医保窗口"}
 ATTENDANCE = sorted(t for t in event_types() if t.startswith("attendance."))
+
+
+@lru_cache(maxsize=1)
+def board_font() -> Font:
+    """GNU Unifont as the device reads it, once: the board's checks ask it for glyphs."""
+    return Font()
 
 
 def string_values(node: ast.AST, constants: dict[str, str]) -> set[str]:
@@ -263,6 +297,48 @@ def test_roster_schemas_match_the_roster():
         assert (prop["minimum"], prop["maximum"]) == RULE_LIMITS[rule][:2]
 
 
+def test_board_schemas_match_the_board():
+    common = schemas()["common"]["$defs"]
+    assert common["board_kind"]["enum"] == list(KINDS)
+    assert common["board_source"]["enum"] == list(SOURCES)
+    item_id = ID_PATTERN.pattern.removesuffix("\\Z")  # the device anchors its start with match()
+    assert common["board_item_id"]["pattern"] == f"^{item_id}$"
+    # What the board reports may also be its own complaint item, whose id no author can give.
+    assert common["board_shown_id"]["pattern"] == f"^({COMPLAINT_ID}|{item_id})$"
+    assert not re.search(common["board_item_id"]["pattern"], COMPLAINT_ID)
+    item = common["board_item"]
+    assert set(item["properties"]) == set(FIELDS)
+    assert item["additionalProperties"] is False
+    assert common["board_text"]["maxLength"] == MAX_TEXT
+    priority = item["properties"]["priority"]
+    assert (priority["minimum"], priority["maximum"]) == (PRIORITIES.start, PRIORITIES.stop - 1)
+    assert f"default {DEFAULT_PRIORITY}" in priority["description"]
+    assert item["properties"]["schedule"]["items"]["pattern"] == f"^{HOURS.pattern}$"
+    assert schemas()["desired-state.board"]["properties"]["data"]["properties"]["items"]["maxItems"] == MAX_ITEMS
+
+
+def _bmp() -> list[str]:
+    """Every character of the Basic Multilingual Plane but the surrogates, which UTF-8 JSON cannot carry."""
+    return [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+
+
+def test_the_board_text_schema_refuses_exactly_the_invisible_characters_and_mongolian():
+    """The schema's character rule is the device's, for the whole BMP: never stricter, and what
+    it leaves out (combining marks, glyphs) its description says the device checks."""
+    refused = re.compile(schemas()["common"]["$defs"]["board_text"]["not"]["pattern"])
+    by_schema = {c for c in _bmp() if refused.search(c)}
+    invisible = {c for c in _bmp() if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and not ASCII_SPACE.fullmatch(c)}
+    assert by_schema == invisible | {chr(c) for c in MONGOLIAN}
+    accepted_by_the_device = []
+    for c in sorted(by_schema):
+        try:
+            validate_item({"id": "n-1", "kind": "announcement", "text": f"通知{c}通知"}, board_font())
+            accepted_by_the_device.append(f"U+{ord(c):04X}")
+        except BoardRejected as exc:
+            assert exc.field == "text"
+    assert accepted_by_the_device == []
+
+
 # -- real payloads from the real code --------------------------------------------------------
 
 
@@ -271,6 +347,54 @@ def recorder(tmp_path):
     store = Store(tmp_path / "hall.db", free_space_floor_mb=0, reserve_mb=0)
     yield Recorder(store, DEVICE, FakeClock(synced=False), str(uuid.uuid4()))
     store.close()
+
+
+# The county's board content at its three scopes: a policy notice and a job posting
+# county-wide, the township's own version of that posting (same id, raised version), and one
+# hall's 六公开 item, shown in opening hours only.
+BOARD_COUNTY = {"items": [
+    {"id": "yibao-2026", "kind": "policy", "text": "城乡居民医保缴费截至12月31日", "start": "2026-11-01", "end": "2026-12-31", "priority": 7, "version": 3},
+    {"id": "zhaopin-1125", "kind": "job", "text": "牧业公司招聘饲养员两名", "end": "2026-12-15T17:30+08:00"},
+]}
+BOARD_TOWNSHIP = {"items": [{"id": "zhaopin-1125", "kind": "job", "text": "白音锡勒牧业公司招聘饲养员三名", "end": "2026-12-15T17:30+08:00", "version": 2}]}
+BOARD_DEVICE = {"items": [{"id": "liugongkai-11", "kind": "publicity", "text": "十一月村务公开：低保名单已张贴", "schedule": ["08:30-12:00", "14:30-17:30"]}]}
+# The hall's own, as its page keeps them: a notice, and an urgent one that ends at 23:59:20.
+HALL_ITEMS = [
+    {"id": "hall-20261125-1", "kind": "announcement", "text": "明日上午停水", "version": 2},
+    {"id": "hall-20261125-2", "kind": "urgent", "text": "系统升级 暂停办理", "end": "2026-11-25T23:59:20+08:00"},
+]
+
+
+def notice(**fields) -> dict:
+    """A board item, the hall's notice of a water cut unless ``fields`` say otherwise."""
+    return {"id": "n-1", "kind": "announcement", "text": "明日上午停水"} | fields
+
+
+def play_the_board(font: Font) -> list[dict]:
+    """Proof of play from the real board service, frame by frame at 30 frames a second on a
+    fake clock: the last minute of 25 November before NTP answers, then the first of the 26th.
+
+    The county's scopes merged, the hall's items, the complaint address, an urgent item that
+    interrupts and ends, a thank-you (never counted): every field of a row, and both forms of
+    ``provisional``.
+    """
+    clock = FakeClock(datetime(2026, 11, 25, 23, 59, tzinfo=HALL_TZ), synced=False)
+    board = BoardService(font, 128, 16, HallCalendar(), clock, BoardSettings(blank_when_closed=False), complaint_address="hall.local/ts")
+    scopes = {"county": BOARD_COUNTY, "township": BOARD_TOWNSHIP, "device": BOARD_DEVICE}
+    board.set_items("county", merge_scopes({scope: validate_board_state(data, font) for scope, data in scopes.items()}))
+    board.set_items("hall", validate_items(HALL_ITEMS, font, source="hall"))
+
+    def run(seconds: float) -> None:
+        for _ in range(round(seconds * 30)):
+            board.next_frame()
+            clock.advance(1 / 30)
+
+    run(25)  # the urgent item, held three times until its end; then the round
+    board.on_rating()
+    run(25)
+    clock.synced = True
+    run(70)  # past midnight
+    return board.take_proof_of_play()
 
 
 def record_one_of_each(recorder: Recorder) -> None:
@@ -293,6 +417,7 @@ def record_one_of_each(recorder: Recorder) -> None:
     recorder.telemetry("state.applied", {"name": "settings", "scope": "township", "version": 7}, droppable=False)
     recorder.telemetry("command.applied", {"name": "resync", "command_id": "7d2c", "result": {"unacked": 6}}, droppable=False)
     recorder.telemetry("command.rejected", {"topic": TOPICS.command("resync"), "kind": "action", "name": "resync", "field": "args", "reason": "takes no arguments, got full", "command_id": "r-2"}, droppable=False)
+    recorder.telemetry("board.played", {"plays": play_the_board(board_font())})  # as Daemon.publish_proof_of_play
 
 
 def outbox(store: Store) -> list[tuple[str, bytes]]:
@@ -302,8 +427,24 @@ def outbox(store: Store) -> list[tuple[str, bytes]]:
 def test_every_event_recorded_through_the_recorder_validates_on_its_topic(recorder):
     record_one_of_each(recorder)
     used = [validate_message(topic, payload) for topic, payload in outbox(recorder.store)]
-    # Attendance events come from the roster, below.
-    assert sorted(used) == sorted(f"event.{t}" for t in event_types() if t not in ATTENDANCE)
+    # Attendance events come from the roster, the hall's board items from the page: below.
+    assert sorted(used) == sorted(f"event.{t}" for t in event_types() if t not in ATTENDANCE and t != "board.hall_items")
+
+
+def test_proof_of_play_from_the_board_service_validates_in_every_form(recorder):
+    plays = play_the_board(board_font())
+    row = schemas()["event.board.played"]["properties"]["data"]["properties"]["plays"]["items"]
+    assert all(list(p) == row["required"] and set(p) == set(row["properties"]) for p in plays)
+    recorder.telemetry("board.played", {"plays": plays})
+    [(topic, payload)] = outbox(recorder.store)
+    assert validate_message(topic, payload) == "event.board.played"
+    assert {(p["source"], p["provisional"]) for p in plays} == {("county", True), ("county", False), ("hall", True), ("hall", False)}
+    assert {p["day"] for p in plays} == {"2026-11-25", "2026-11-26"}
+    # The township's posting replaced the county's; the 六公开 item keeps to opening hours.
+    assert {(p["item_id"], p["version"]) for p in plays if p["source"] == "county"} == {("yibao-2026", 3), ("zhaopin-1125", 2)}
+    assert {p["item_id"] for p in plays if p["source"] == "hall"} == {"hall-20261125-1", "hall-20261125-2", COMPLAINT_ID}
+    assert [p["shows"] for p in plays if p["kind"] == "urgent"] == [3]  # a fourth showing, cut short by its end, is not counted
+    assert plays == sorted(plays, key=lambda p: (p["day"], p["source"], p["item_id"], p["version"]))
 
 
 URINA, BATER, QIQIGE, ZHANG, LI = "0012345678", "0087654321", "0011112222", "0099990000", "0010101010"
@@ -574,7 +715,8 @@ def test_every_event_from_a_running_daemon_validates_on_its_topic(daemon):
     drive_daemon(daemon)
     used = [validate_message(topic, payload) for topic, payload in outbox(daemon.store)]
     # Leave and cards come from the director's page, a missed check-out from a night: attend() has them.
-    elsewhere = {f"event.attendance.{t}" for t in ("leave", "leave_ended", "card_registered", "missed_checkout")}
+    # This daemon has no board: proof of play, and the hall's items from the page, come with the one below.
+    elsewhere = {f"event.attendance.{t}" for t in ("leave", "leave_ended", "card_registered", "missed_checkout")} | {"event.board.played", "event.board.hall_items"}
     assert set(used) == {f"event.{t}" for t in event_types()} - elsewhere
     assert used.count("event.command.rejected") == 7
     events = [json.loads(payload) for _, payload in outbox(daemon.store)]
@@ -603,6 +745,128 @@ def test_status_birth_will_and_shutdown_validate(daemon, online, reason):
 def test_every_command_the_daemon_knows_has_a_schema(daemon):
     assert {n for n in schemas() if n.startswith("desired-state.")} == {f"desired-state.{n}" for n in daemon.router.states}
     assert {n for n in schemas() if n.startswith("command.")} == {f"command.{n}" for n in daemon.router.actions}
+
+
+@pytest.fixture
+def board_daemon(tmp_path):
+    """An in-process daemon driving the emulated LED board, on mock GPIO with no broker, its clock not yet synced."""
+    path = write_config(tmp_path / "dev")
+    path.write_text(path.read_text().replace("[control]", '[display]\nenabled = true\ndriver = "emulator"\n\n[control]'))
+    d = Daemon(load_config(path), clock=FakeClock(synced=False), simulate=True)
+    d.start()
+    yield d
+    d.stop()
+
+
+def show_the_board(d: Daemon, seconds: float) -> None:
+    """Run the board ``seconds`` on the daemon's fake clock, half a second a step.
+
+    The daemon's board loop draws frames in between; a frame here after every step makes sure
+    each showing that completes is counted whatever the loop was doing.
+    """
+    for _ in range(round(seconds * 2)):
+        d.clock.advance(0.5)
+        d.board.next_frame()
+
+
+def page_for(config: Config, store: Store, clock: FakeClock, boot: str) -> Hall:
+    """The device's page on ``store``, as create_app makes it (its own recorder, the daemon's boot)."""
+    return Hall(
+        config=config,
+        store=store,
+        accounts=Accounts(store, clock),
+        delays=SignInDelays(lambda: clock.monotonic_ns() / 1e9),
+        control=ControlClient(config.control.socket),
+        clock=clock,
+        simulator=True,
+        tls=False,
+        recorder=Recorder(store, config.device, clock, boot),
+    )
+
+
+def change_the_hall_items(page: Hall) -> str:
+    """The director keeps the hall's own board items on the page (appliance.web.board.items) in
+    every way it records: an item added and changed, one for tomorrow added and withdrawn, an
+    urgent one added and ended. Returns the id of the one left on the board."""
+    water = add_item(page, board_font(), "director", {"kind": "announcement", "text": "明日上午停水"})
+    edit_item(page, board_font(), "director", water.item_id, {"kind": "announcement", "text": "明日上午九点至十一点停水", "priority": 6}, water.item["version"])
+    tomorrow = add_item(page, board_font(), "director", {"kind": "job", "text": "招聘保洁员两名", "start": "2026-11-26T08:30"})
+    end_item(page, board_font(), "director", tomorrow.item_id)  # not begun: withdrawn
+    upgrade = add_item(page, board_font(), "director", {"kind": "urgent", "text": "系统升级 暂停办理", "end": "2026-11-25T12:00+08:00"})
+    end_item(page, board_font(), "director", upgrade.item_id)  # begun: ended now, kept in the list
+    return water.item_id
+
+
+def eventually(condition, timeout: float = 5.0) -> None:
+    """Wait for ``condition()`` to hold (the board loop runs on its own thread, on real time)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come about"
+        time.sleep(0.02)
+
+
+def test_a_daemon_with_a_board_publishes_what_the_contract_says(board_daemon, monkeypatch):
+    """The county's three scopes and a refused list through the command router, the leader on
+    duty from the roster, the hall's own items changed on the page in every way, proof of play
+    before and after the clock syncs, the board unplugged and back, and the status message
+    with the board in it."""
+    d = board_daemon
+    t = d.recorder.topics
+    page = page_for(d.config, Store(d.config.store.path, free_space_floor_mb=0, reserve_mb=0, recover=False), d.clock, d.boot_id)
+
+    def publish(scope: str, name: str, version: int, data: dict) -> None:
+        d.router.handle("set", scope, name, json.dumps({"version": version, "data": data}, ensure_ascii=False).encode(), t.desired(scope, name))
+
+    publish("county", "board", 1, BOARD_COUNTY)
+    publish("township", "board", 1, BOARD_TOWNSHIP)
+    publish("device", "board", 1, BOARD_DEVICE)
+    publish("device", "board", 2, {"items": [{"id": "wx-1", "kind": "announcement", "text": "扫码办事😀"}]})  # refused: no such glyph
+    publish("county", "staff", 1, ROSTER_STAFF)
+    publish("county", "shifts", 1, ROSTER_SHIFTS)
+    d.maintenance()  # the leader on duty joins the hall's items
+    water = change_the_hall_items(page)
+    page.daemon("reload")
+    page.close()
+    d.watch_clock()
+    show_the_board(d, 45)
+    d.publish_proof_of_play()
+    d.clock.synced = True
+    d.watch_clock()
+    show_the_board(d, 45)
+    d.publish_proof_of_play()
+    birth = d.uplink._status_payload(True, 3, None)
+
+    def unplugged(level: int) -> None:
+        raise OSError(errno.EREMOTEIO, "Remote I/O error")
+
+    monkeypatch.setattr(d.display, "set_contrast", unplugged)
+    eventually(lambda: "board_error" in [a.code for a in d.store.active_alarms()])
+    failing = d.uplink._status_payload(True, 3, None)
+    monkeypatch.undo()
+    eventually(lambda: "board_error" not in [a.code for a in d.store.active_alarms()])
+
+    assert validate_message(t.status, birth) == validate_message(t.status, failing) == "status"
+    board = json.loads(birth)["board"]
+    assert board["state"] == "showing" and board["items"] == 6
+    assert json.loads(birth)["applied"]["board"] == {"county": 1, "township": 1, "device": 1, "hall": 6}
+    used = [validate_message(topic, payload) for topic, payload in outbox(d.store)]
+    assert used.count("event.board.played") == 2 and used.count("event.board.hall_items") == 6
+    events = [json.loads(payload) for _, payload in outbox(d.store)]
+    assert {(e["data"]["name"], e["data"]["scope"]) for e in events if e["type"] == "state.applied"} >= {("board", "county"), ("board", "township"), ("board", "device")}
+    [rejected] = [e["data"] for e in events if e["type"] == "command.rejected"]
+    assert (rejected["name"], rejected["scope"], rejected["version"], rejected["field"]) == ("board", "device", 2, "data.items[0].text")
+    assert "has no glyph for '😀' (U+1F600)" in rejected["reason"]
+    alarms = [(e["type"], e["data"]["code"]) for e in events if e["type"].startswith("alarm.")]
+    assert ("alarm.raised", "board_error") in alarms and ("alarm.cleared", "board_error") in alarms
+    before, after = [e["data"]["plays"] for e in events if e["type"] == "board.played"]
+    assert {p["provisional"] for p in before} == {True} and {p["provisional"] for p in after} == {False}
+    shown = {(p["source"], p["item_id"], p["version"], p["kind"]) for p in before + after}
+    assert shown == {
+        ("county", "yibao-2026", 3, "policy"), ("county", "zhaopin-1125", 2, "job"), ("county", "liugongkai-11", 1, "publicity"),
+        ("hall", "duty-today", 1, "duty"), ("hall", water, 2, "announcement"),
+    }  # fmt: skip
+    changes = [(e["data"]["action"], e["data"]["version"], e["data"]["item"] is None, len(e["data"]["ids"])) for e in events if e["type"] == "board.hall_items"]
+    assert changes == [("added", 1, False, 1), ("changed", 2, False, 1), ("added", 3, False, 2), ("withdrawn", 4, True, 1), ("added", 5, False, 2), ("ended", 6, False, 2)]
 
 
 # -- what the county sends -------------------------------------------------------------------
@@ -649,6 +913,20 @@ GOOD_INBOUND = [
         "2027-02-10": {"shifts": [{"staff": "s-003", "window": "w1", "start": "22:00", "end": "06:00", "overnight": True}]},
         "2027-02-11": {"shifts": [{"staff": "s-003", "window": "w1", "start": "06:00", "end": "09:00"}], "as_weekday": "mon"},
         "2027-02-12": {}}}}, "desired-state.duty"),
+    (TOPICS.desired("county", "board"), {"version": 12, "data": BOARD_COUNTY}, "desired-state.board"),
+    (TOPICS.desired("township", "board"), {"version": 2, "data": BOARD_TOWNSHIP}, "desired-state.board"),
+    (TOPICS.desired("device", "board"), {"version": 1, "data": BOARD_DEVICE}, "desired-state.board"),
+    (TOPICS.desired("county", "board"), {"version": 13, "data": {"items": []}}, "desired-state.board"),
+    # Every kind; every spelling of a time the contract knows, and null for none; priority and
+    # id at their limits; line breaks, a tab and a letter NFC composes: taken, normalised.
+    (TOPICS.desired("township", "board"), {"version": 3, "data": {"items": [
+        {"id": "butie-2026", "kind": "policy", "text": "惠农补贴\n每亩一百二十元", "start": "2026-03-01", "end": "2026-03-31"},
+        {"id": "Job.2026_03-b", "kind": "job", "text": "招聘\t保洁员", "start": "2026-03-01T08:00", "end": "2026-03-01T17:30:00", "priority": 1},
+        {"id": "x" * 64, "kind": "publicity", "text": "六公开：本月低保名单", "start": "2026-03-01T00:00:00.000Z", "end": "2026-03-02T00:00:00.123456+08:00", "priority": 9},
+        {"id": "duty-0301", "kind": "duty", "text": "今日带班领导：张建国", "start": None, "end": None, "schedule": [], "version": 7},
+        {"id": "cafe", "kind": "announcement", "text": "Cafe\u0301 咖啡　Wi-Fi 免费", "schedule": ["00:00-08:30", "08:30-23:59"]},
+        {"id": "storm-1125", "kind": "urgent", "text": "暴雪预警：今日14:00闭厅", "end": "2026-11-25"}]}}, "desired-state.board"),
+    (TOPICS.desired("device", "board"), {"version": 2, "data": {"items": [{"id": f"n-{i:03}", "kind": "announcement", "text": "通" * 500} for i in range(100)]}}, "desired-state.board"),
 ]  # fmt: skip
 
 
@@ -667,6 +945,8 @@ def good_events(tmp_path_factory) -> dict[str, tuple[str, dict]]:
     try:
         record_one_of_each(Recorder(store, DEVICE, FakeClock(synced=False), str(uuid.uuid4())))
         attend(store)  # the last of each attendance type is kept
+        config = load_config(write_config(tmp_path_factory.mktemp("page")))
+        change_the_hall_items(page_for(config, store, FakeClock(), str(uuid.uuid4())))  # the last: an item ended
         return {json.loads(p)["type"]: (t, json.loads(p)) for t, p in outbox(store)}
     finally:
         store.close()
@@ -792,6 +1072,31 @@ BAD_EVENTS = [
     ("an open gap with its minutes", "attendance.summary", ("data", "windows_unstaffed", 0, "until"), None, "149 is not of type 'null'"),
     ("a summary missing a count", "attendance.summary", ("data", "counts", "unknown_cards"), DELETE, "'unknown_cards' is a required property"),
     ("a count of its own", "attendance.summary", ("data", "counts", "sick"), 1, "('sick' was unexpected)"),
+    # Proof of play: play_the_board()'s rows, the first the county's policy notice on the 25th.
+    ("proof of play in the person stream", "board.played", ("stream",), "person", "'telemetry' was expected"),
+    ("proof of play of nothing", "board.played", ("data", "plays"), [], "should be non-empty"),
+    ("plays as one row", "board.played", ("data", "plays"), {"day": "2026-11-25"}, "is not of type 'array'"),
+    ("a row without its day", "board.played", ("data", "plays", 0, "day"), DELETE, "'day' is a required property"),
+    ("a day with its time", "board.played", ("data", "plays", 0, "day"), "2026-11-25T00:00:00+08:00", "is not a 'date'"),
+    ("a row from a township", "board.played", ("data", "plays", 0, "source"), "township", "'township' is not one of ['county', 'hall']"),
+    ("an item id no author or device gives", "board.played", ("data", "plays", 0, "item_id"), "_hall", "'_hall' does not match"),
+    ("a row of no showings", "board.played", ("data", "plays", 0, "shows"), 0, "0 is less than the minimum of 1"),
+    ("showings counted in frames", "board.played", ("data", "plays", 0, "frames"), 180, "('frames' was unexpected)"),
+    ("an item's version 0", "board.played", ("data", "plays", 0, "version"), 0, "0 is less than the minimum of 1"),
+    ("a row of an unknown kind", "board.played", ("data", "plays", 0, "kind"), "notice", "'notice' is not one of"),
+    ("provisional as text", "board.played", ("data", "plays", 0, "provisional"), "true", "'true' is not of type 'boolean'"),
+    # The hall's own items: the last change of change_the_hall_items(), an urgent item ended.
+    ("hall items in the telemetry stream", "board.hall_items", ("stream",), "telemetry", "'person' was expected"),
+    ("an action of its own", "board.hall_items", ("data", "action"), "deleted", "'deleted' is not one of ['added', 'changed', 'ended', 'withdrawn']"),
+    ("an ended item left out", "board.hall_items", ("data", "item"), None, "None is not of type 'object'"),
+    ("a withdrawal carrying its item", "board.hall_items", ("data", "action"), "withdrawn", "is not of type 'null'"),
+    ("list version 0", "board.hall_items", ("data", "version"), 0, "0 is less than the minimum of 1"),
+    ("an id twice in the list", "board.hall_items", ("data", "ids"), ["hall-20261125-1", "hall-20261125-1"], "has non-unique elements"),
+    ("a kept item without its version", "board.hall_items", ("data", "item", "version"), DELETE, "'version' is a required property"),
+    ("a kept item without its priority", "board.hall_items", ("data", "item", "priority"), DELETE, "'priority' is a required property"),
+    ("a kept item with a source", "board.hall_items", ("data", "item", "source"), "hall", "('source' was unexpected)"),
+    ("a kept end without its offset's colon", "board.hall_items", ("data", "item", "end"), "2026-11-25T09:00:00+0800", "does not match"),
+    ("changed by nobody", "board.hall_items", ("data", "recorded_by"), "", "should be non-empty"),
 ]
 
 
@@ -859,8 +1164,9 @@ BIRTH = {
                "last_error": None, "connect_count": 12, "inflight": 0, "refused_publishes": 0, "ignored_acks": 0, "acks": {"person": 1520}},
     "outbox": {"depth": 0, "cap": 200000, "oldest": None, "refused": 0, "last_refusal": None, "dropped_telemetry": 0},
     "clock": {"synced": True, "source": "system", "now": "2026-11-25T09:03:00+08:00"},
-    "alarms": [], "applied": {"settings": {"county": 4}, "calendar": {"county": 1}}, "pin_factory": "lgpio", "simulated": False,
+    "alarms": [], "applied": {"settings": {"county": 4}, "calendar": {"county": 1}, "board": {"county": 12, "township": 2, "hall": 5}}, "pin_factory": "lgpio", "simulated": False,
     "calendar": {"2026": "library", "2027": "county"}, "ratings_today": {"counted": 37, "satisfied": 35, "flagged": 2, "rate": 0.9459},
+    "board": {"state": "showing", "item": {"source": "county", "id": "yibao-2026", "kind": "policy", "version": 3}, "contrast": 64, "in_force": 4, "items": 6},
     "badge_reader": {"connected": True, "detail": "/dev/input/by-id/usb-Reader-event-kbd: reading (grabbed)"},
 }  # fmt: skip
 WILL = {k: BIRTH[k] for k in ("v", "connect_count", "device_id", "store_id", "boot_id", "time", "clock_synced")} | {"online": False, "reason": "connection lost"}
@@ -884,6 +1190,16 @@ BAD_STATUS = [
     ("badge reader connected as text", BIRTH, ("badge_reader", "connected"), "yes", "'yes' is not of type 'boolean'"),
     ("badge reader without a detail", BIRTH, ("badge_reader", "detail"), "", "should be non-empty"),
     ("badge reader with its card count", BIRTH, ("badge_reader", "swipes"), 3, "('swipes' was unexpected)"),
+    ("birth without the board", BIRTH, ("board",), DELETE, "'board' is a required property"),
+    ("board in a state of its own", BIRTH, ("board", "state"), "scrolling", "'scrolling' is not one of ['showing', 'thanks', 'closed', 'empty']"),
+    ("board showing without its item", BIRTH, ("board", "item"), None, "None is not of type 'object'"),
+    ("board closed with an item", BIRTH, ("board", "state"), "closed", "is not of type 'null'"),
+    ("board item from a township", BIRTH, ("board", "item", "source"), "township", "'township' is not one of ['county', 'hall']"),
+    ("board item without its version", BIRTH, ("board", "item", "version"), DELETE, "'version' is a required property"),
+    ("board contrast past 255", BIRTH, ("board", "contrast"), 256, "256 is greater than the maximum of 255"),
+    ("board with its frame count", BIRTH, ("board", "frames"), 1800, "('frames' was unexpected)"),
+    ("a hall scope for settings", BIRTH, ("applied", "settings", "hall"), 1, "'hall' is not one of ['county', 'township', 'device']"),
+    ("a board scope of its own", BIRTH, ("applied", "board", "page"), 1, "'page' is not one of ['county', 'township', 'device', 'hall']"),
     ("will with an unknown reason", WILL, ("reason",), "power cut", "'power cut' is not one of"),
     ("will without a reason", WILL, ("reason",), DELETE, "'reason' is a required property"),
     ("will carrying the birth's fields", WILL, ("version",), "0.1.0", "Unevaluated properties are not allowed ('version' was unexpected)"),
@@ -898,6 +1214,28 @@ def test_bad_status_is_refused(base, path, value, message):
     with pytest.raises(ValidationError) as caught:
         validate_message(TOPICS.status, json.dumps(doc, ensure_ascii=False).encode())
     assert message in caught.value.message
+
+
+def test_the_board_in_the_status_validates_in_every_state():
+    """BoardService.status() on a fake clock: open and empty, showing, thanking, closed for lunch."""
+    clock = FakeClock(datetime(2026, 11, 25, 11, 59, 50, tzinfo=HALL_TZ))
+    board = BoardService(board_font(), 128, 16, HallCalendar(), clock)
+    states = []
+
+    def look(seconds: float = 0.0) -> None:
+        clock.advance(seconds)
+        board.next_frame()
+        status = board.status()
+        states.append(status["state"])
+        validate_message(TOPICS.status, json.dumps(BIRTH | {"board": status}, ensure_ascii=False).encode())
+
+    look()
+    board.set_items("hall", validate_items(HALL_ITEMS[:1], board_font(), source="hall"))
+    look()
+    board.on_rating()
+    look()
+    look(10)  # 12:00: the lunch break
+    assert states == ["empty", "showing", "thanks", "closed"]
 
 
 def test_status_of_another_device_than_its_topic_is_refused():
@@ -1024,6 +1362,75 @@ BAD_INBOUND = [
             ("a duty shift without a start", {"days": {"2026-10-01": {"shifts": [{"staff": "s-003", "window": "w1", "end": "12:00"}]}}}, "'start' is a required property"),
         ]
     ],
+    *[
+        (name, TOPICS.desired("county", "board"), {"version": 5, "data": data}, message)
+        for name, data, message in [
+            ("a board without its items", {"notices": []}, "'items' is a required property"),
+            ("board items as one item", {"items": notice()}, "is not of type 'array'"),
+            ("a board with a key beside the items", {"items": [], "hall": "白音锡勒"}, "('hall' was unexpected)"),
+            ("101 items", {"items": [notice(id=f"n-{i}") for i in range(101)]}, "is too long"),
+            ("an item as text", {"items": ["明日上午停水"]}, "is not of type 'object'"),
+        ]
+    ],
+    *[
+        (name, TOPICS.desired(scope, "board"), {"version": 5, "data": {"items": [item]}}, message)
+        for scope, cases in [
+            ("county", [
+                ("an item without an id", {"kind": "policy", "text": "医保缴费"}, "'id' is a required property"),
+                ("an item without a kind", {"id": "n-1", "text": "医保缴费"}, "'kind' is a required property"),
+                ("an item without text", {"id": "n-1", "kind": "policy"}, "'text' is a required property"),
+                ("an id in Chinese", notice(id="通知一"), "'通知一' does not match"),
+                ("an id starting with an underscore", notice(id=COMPLAINT_ID), "'_complaint' does not match"),
+                ("an id with a space", notice(id="n 1"), "'n 1' does not match"),
+                ("an id of 65 characters", notice(id="x" * 65), "does not match"),
+                ("an id as a number", notice(id=7), "7 is not of type 'string'"),
+                ("a kind of its own", notice(kind="notice"), "'notice' is not one of ['policy', 'job', 'publicity', 'duty', 'announcement', 'urgent']"),
+                ("a kind in capitals", notice(kind="Policy"), "'Policy' is not one of"),
+                ("a field of its own", notice(title="医保"), "('title' was unexpected)"),
+                ("a misspelt priority", notice(priorty=7), "('priorty' was unexpected)"),
+                ("a source given by the author", notice(source="county"), "('source' was unexpected)"),
+            ]),
+            ("township", [
+                ("text as a number", notice(text=110), "110 is not of type 'string'"),
+                ("empty text", notice(text=""), "should be non-empty"),
+                ("text of spaces", notice(text="   "), "'   ' does not match"),
+                ("text of ideographic spaces", notice(text="\u3000\u3000"), "does not match"),
+                ("text of 501 characters", notice(text="通" * 501), "is too long"),
+                ("a zero-width space pasted from Word", notice(text="明日\u200b停水"), "should not be valid under"),
+                ("a soft hyphen", notice(text="Wi\u00adFi 免费"), "should not be valid under"),
+                ("a right-to-left override", notice(text="\u202e明日停水"), "should not be valid under"),
+                ("a bell", notice(text="明日停水\u0007"), "should not be valid under"),
+                ("a line separator inside", notice(text="明日\u2028停水"), "should not be valid under"),
+                ("a byte-order mark", notice(text="\ufeff明日停水"), "should not be valid under"),
+                ("traditional Mongolian script", notice(text="ᠮᠣᠩᠭᠣᠯ 明日停水"), "should not be valid under"),
+            ]),
+            ("device", [
+                ("a start as a timestamp", notice(start=1772323200), "1772323200 is not of type 'string', 'null'"),
+                ("a start with slashes", notice(start="2026/03/01"), "'2026/03/01' does not match"),
+                ("a start in 1999", notice(start="1999-12-31"), "'1999-12-31' does not match"),
+                ("an end in 2101", notice(end="2101-01-01"), "'2101-01-01' does not match"),
+                ("an end at 24:00", notice(end="2026-03-01T24:00"), "does not match"),
+                ("an end at second 60", notice(end="2026-03-01T23:59:60"), "does not match"),
+                ("a start with its zone's name", notice(start="2026-03-01T08:00+08:00[Asia/Shanghai]"), "does not match"),
+                ("a start in full-width digits", notice(start="２０２６-03-01"), "does not match"),
+                ("an urgent item without an end", notice(kind="urgent"), "'end' is a required property"),
+                ("priority 0", notice(priority=0), "0 is less than the minimum of 1"),
+                ("priority 10", notice(priority=10), "10 is greater than the maximum of 9"),
+                ("priority as text", notice(priority="5"), "'5' is not of type 'integer'"),
+                ("priority with a decimal point", notice(priority=5.0), "5.0 is not of type 'integer'"),
+                ("priority true", notice(priority=True), "True is not of type 'integer'"),
+                ("item version 0", notice(version=0), "0 is less than the minimum of 1"),
+                ("item version with a decimal point", notice(version=2.0), "2.0 is not of type 'integer'"),
+                ("a schedule as one span", notice(schedule="08:00-12:00"), "'08:00-12:00' is not of type 'array'"),
+                ("a schedule null", notice(schedule=None), "None is not of type 'array'"),
+                ("a span without its leading zero", notice(schedule=["8:00-12:00"]), "'8:00-12:00' does not match"),
+                ("a span with an en dash", notice(schedule=["08:00–12:00"]), "does not match"),
+                ("a span to 24:00", notice(schedule=["17:00-24:00"]), "'17:00-24:00' does not match"),
+                ("a span with seconds", notice(schedule=["08:00:00-12:00:00"]), "does not match"),
+            ]),
+        ]
+        for name, item, message in cases
+    ],
 ]  # fmt: skip
 
 
@@ -1041,6 +1448,7 @@ DEVICE_CHECKS = {
     "staff": (lambda data: validate_staff(data, WINDOWS), RosterRejected),
     "shifts": (lambda data: validate_shifts(data, WINDOWS), RosterRejected),
     "duty": (lambda data: validate_duty(data, WINDOWS), RosterRejected),
+    "board": (lambda data: validate_board_state(data, board_font()), BoardRejected),
 }
 
 
@@ -1094,6 +1502,19 @@ BEYOND_THE_SCHEMA = [
      "data.days.2026-10-02.shifts[0]", "overlaps data.days.2026-10-01.shifts[0] for s-003"),
     ("a duty shift ending before it starts", "duty", {"days": {"2026-10-01": {"shifts": [_shift("s-003", "w1", "12:00", "09:00")]}}}, "data.days.2026-10-01.shifts[0].end", "is not after the start"),
     ("a duty shift at a window the hall lacks", "duty", {"days": {"2026-10-01": {"shifts": [_shift("s-003", "w9", "09:00", "12:00")]}}}, "data.days.2026-10-01.shifts[0].window", "is not a window of this hall"),
+    # The board's font: Unifont has the whole BMP but its private-use area, and next to nothing beyond.
+    ("an emoji Unifont lacks", "board", {"items": [notice(text="扫码办事😀")]}, "data.items[0].text", "has no glyph for '😀' (U+1F600)"),
+    ("a name character beyond the BMP", "board", {"items": [notice(text="欢迎𠮷先生")]}, "data.items[0].text", "has no glyph for '𠮷' (U+20BB7)"),
+    ("a private-use character from a county font", "board", {"items": [notice(text="停水\ue000")]}, "data.items[0].text", "has no glyph for U+E000"),
+    ("a combining mark that composes nothing", "board", {"items": [notice(text="停水\u0301")]}, "data.items[0].text", "contains combining marks"),
+    ("an end before its start", "board", {"items": [notice(start="2026-12-01", end="2026-11-30T12:00")]}, "data.items[0].end", "is not after start"),
+    ("an end at its start", "board", {"items": [notice(start="2026-12-01T08:00", end="2026-12-01T08:00+08:00")]}, "data.items[0].end", "is not after start"),
+    ("30 February", "board", {"items": [notice(start="2027-02-30")]}, "data.items[0].start", "is not a date and time"),
+    ("31 April at eight", "board", {"items": [notice(end="2027-04-31T08:00")]}, "data.items[0].end", "is not a date and time"),
+    ("one id twice in a list", "board", {"items": [notice(), notice(text="明日下午停电")]}, "data.items[1].id", "repeats data.items[0].id"),
+    ("schedule spans that overlap", "board", {"items": [notice(schedule=["08:00-12:00", "11:00-14:00"])]}, "data.items[0].schedule", "overlap"),
+    ("a span that ends before it starts", "board", {"items": [notice(schedule=["17:30-08:30"])]}, "data.items[0].schedule", "ends before it starts"),
+    ("a span of no time", "board", {"items": [notice(schedule=["08:00-08:00"])]}, "data.items[0].schedule", "ends before it starts"),
 ]  # fmt: skip
 
 
@@ -1106,6 +1527,30 @@ def test_what_the_schema_cannot_say_the_device_refuses_naming_the_field(name, da
         check(data)
     assert caught.value.field == field
     assert reason in caught.value.reason
+
+
+# What the contract refuses although the device takes it: spellings of a time the device also
+# reads (a compact date as an end would even mean the start of that day, not its end), text
+# that is too long or invisible only until the device trims it, and one gap in the device.
+STRICTER_THAN_THE_DEVICE = [
+    ("a space for the T", notice(start="2026-12-01 08:00"), "does not match"),
+    ("a date without dashes", notice(end="20261231"), "'20261231' does not match"),
+    ("an offset without its colon", notice(start="2026-12-01T08:00+0800"), "does not match"),
+    ("an hour alone", notice(start="2026-12-01T08"), "does not match"),
+    ("an ISO week date", notice(start="2026-W49-2"), "does not match"),
+    ("501 characters, 500 once two spaces are one", notice(text="通" * 250 + "  " + "通" * 249), "is too long"),
+    ("a line separator at the end, which the device trims", notice(text="明日停水\u2028"), "should not be valid under"),
+    # docs/board.md: an urgent item needs an end; the device checks only that "end" is there.
+    ("an urgent item whose end is null", notice(kind="urgent", end=None), "None is not of type 'string'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("item", "message"), [c[1:] for c in STRICTER_THAN_THE_DEVICE], ids=[c[0] for c in STRICTER_THAN_THE_DEVICE])
+def test_what_the_contract_refuses_although_the_device_takes_it(item, message):
+    with pytest.raises(ValidationError) as caught:
+        validate_message(TOPICS.desired("county", "board"), json.dumps({"version": 1, "data": {"items": [item]}}, ensure_ascii=False).encode())
+    assert message in caught.value.message
+    validate_board_state({"items": [item]}, board_font())
 
 
 @pytest.mark.parametrize(
@@ -1123,7 +1568,7 @@ def test_payload_that_is_not_json_is_refused(payload, message):
         ("hall/v2/xilinhot/baiyinxile/xlgl-baiyinxile-01/status", "not in the hall/v1"),
         (TOPICS.event("button.pressed"), "event type 'button.pressed' has no schema"),
         (TOPICS.base + "/evt/button", "is not a topic of the contract"),
-        (TOPICS.desired("county", "board"), "no desired state 'board'"),
+        (TOPICS.desired("county", "notices"), "no desired state 'notices'"),
         (TOPICS.command("self-destruct"), "no action 'self-destruct'"),
         (TOPICS.base + "/state", "is not a topic of the contract"),
         ("hall/v1/xilinhot/baiyinxile/_township/status", "only set/<name> topics exist at township scope"),
@@ -1178,3 +1623,20 @@ def test_the_roster_in_mqtt_md_is_one_the_device_takes_whole(tmp_path):
         assert store.active_alarms() == []  # no roster_references: everyone named is in the registry
     finally:
         store.close()
+
+
+def test_the_board_in_mqtt_md_is_one_the_device_takes():
+    """The county's and the township's lists pass the device's checks, and the proof of play
+    counts what they leave in force at its time, and the hall's item as the page changed it."""
+    examples = [(topic, json.loads(body)) for topic, body in worked_examples()]
+    lists = {schema_for_topic(topic)[1]["scope"]: doc["data"] for topic, doc in examples if _state(topic) == "board"}
+    assert sorted(lists) == ["county", "township"]
+    merged = merge_scopes({scope: validate_board_state(lists[scope], board_font()) for scope in SCOPES if scope in lists})
+    [played] = [doc for topic, doc in examples if doc.get("type") == "board.played"]
+    at = datetime.fromisoformat(played["time"])
+    plays = played["data"]["plays"]
+    assert {(p["item_id"], p["version"]) for p in plays if p["source"] == "county"} == {(i.id, i.version) for i in merged if i.in_force(at)}
+    [changed] = [doc["data"] for topic, doc in examples if doc.get("type") == "board.hall_items"]
+    item = validate_item(changed["item"], board_font(), source="hall")
+    assert item.to_dict() == changed["item"] and item.in_force(at)
+    assert (changed["item_id"], item.version) in {(p["item_id"], p["version"]) for p in plays if p["source"] == "hall"}
