@@ -4,6 +4,7 @@ real code produces and refuse what drifts from it. The contract itself is docs/m
 from __future__ import annotations
 
 import ast
+import base64
 import copy
 import errno
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator, ValidationError
+from nacl.public import PrivateKey, SealedBox
 
 from appliance.accounts import Accounts, SignInDelays
 from appliance.clock import HALL_TZ, FakeClock
@@ -53,6 +55,7 @@ from services.board import (
     validate_items,
 )
 from services.calendar import HOURS, CalendarInvalid, HallCalendar, validate_calendar
+from services.complaints import CATEGORIES, STATUSES, Complaints, Sealer
 from services.levels import LEVELS
 from services.ratings import BURST, REPEAT, UNSTAFFED, Ratings
 from services.roster import (
@@ -250,6 +253,9 @@ def test_enumerations_match_the_code():
         level.code: {"level_label": {"const": level.label}, "score": {"const": level.score}, "followup_id": {"type": "string" if level.is_poor else "null"}}
         for level in LEVELS
     }
+    complaint = schemas()["event.complaint.received"]["properties"]["data"]["properties"]
+    assert complaint["category"]["enum"] == [c.code for c in CATEGORIES]
+    assert schemas()["event.complaint.status_changed"]["properties"]["data"]["properties"]["status"]["enum"] == list(STATUSES)
     online = schemas()["status"]["$defs"]["online"]["properties"]
     assert online["pin_factory"]["enum"] == [f for f in PIN_FACTORIES if f != "auto"]
     assert online["clock"]["properties"]["source"]["enum"] == list(CLOCK_SOURCES)
@@ -397,6 +403,24 @@ def play_the_board(font: Font) -> list[dict]:
     return board.take_proof_of_play()
 
 
+def complaint_box(recorder: Recorder) -> tuple[Complaints, PrivateKey]:
+    """The real complaint box on ``recorder``, sealing to a county key pair made here."""
+    county_key = PrivateKey.generate()
+    sealer = Sealer(bytes(county_key.public_key))
+    return Complaints(recorder, recorder.store, recorder.clock, sealer, {"w1": "综合受理窗口"}), county_key
+
+
+def set_status(complaints: Complaints, args: dict) -> None:
+    """complaint.status as the service applies it: checked, set in one transaction, announced.
+
+    (The daemon does not route the command yet; this is what its handler will do.)
+    """
+    checked = complaints.validate_status(args)
+    with complaints.store.transaction() as conn:
+        complaints.apply_status(conn, checked)
+    complaints.announce_status()
+
+
 def record_one_of_each(recorder: Recorder) -> None:
     """One event of every type: the ratings service's own, and the rest with data shaped as
     the daemon and the command router make it."""
@@ -418,6 +442,9 @@ def record_one_of_each(recorder: Recorder) -> None:
     recorder.telemetry("command.applied", {"name": "resync", "command_id": "7d2c", "result": {"unacked": 6}}, droppable=False)
     recorder.telemetry("command.rejected", {"topic": TOPICS.command("resync"), "kind": "action", "name": "resync", "field": "args", "reason": "takes no arguments, got full", "command_id": "r-2"}, droppable=False)
     recorder.telemetry("board.played", {"plays": play_the_board(board_font())})  # as Daemon.publish_proof_of_play
+    complaints, _ = complaint_box(recorder)
+    receipt = complaints.submit("fees", "收了两百元加急费", contact="13912345678", window="w1", transcribed_by="s-007")
+    set_status(complaints, {"receipt": receipt.code, "status": "answered", "reply": "已核实，退还费用。", "by": "县纪委监委 王"})
 
 
 def outbox(store: Store) -> list[tuple[str, bytes]]:
@@ -445,6 +472,39 @@ def test_proof_of_play_from_the_board_service_validates_in_every_form(recorder):
     assert {p["item_id"] for p in plays if p["source"] == "hall"} == {"hall-20261125-1", "hall-20261125-2", COMPLAINT_ID}
     assert [p["shows"] for p in plays if p["kind"] == "urgent"] == [3]  # a fourth showing, cut short by its end, is not counted
     assert plays == sorted(plays, key=lambda p: (p["day"], p["source"], p["item_id"], p["version"]))
+
+
+COMPLAINT_TEXT = "窗口工作人员要求先交两百元“加急费”才给办理。marker-5e1d"
+
+
+def test_complaint_events_from_the_complaint_box_validate_on_their_topics(recorder):
+    complaints, county_key = complaint_box(recorder)
+    by_form = complaints.submit("bribery", COMPLAINT_TEXT, contact="13912345678", window="w1", staff="乌日娜")
+    by_staff = complaints.submit("other", COMPLAINT_TEXT + "\n电话转录", transcribed_by="s-007")
+    set_status(complaints, {"receipt": by_form.code.lower(), "status": "in_progress"})  # no reply, no by
+    recorder.clock.advance(3600)
+    set_status(complaints, {"receipt": by_form.code, "status": "answered", "reply": "已核实。\n退还费用并批评教育。", "by": "县纪委监委 王"})
+    set_status(complaints, {"receipt": by_form.code, "status": "in_progress"})  # the reply given before stays
+
+    published = outbox(recorder.store)
+    assert [validate_message(topic, payload) for topic, payload in published] == ["event.complaint.received"] * 2 + ["event.complaint.status_changed"] * 3
+    events = [json.loads(payload) for _, payload in published]
+    assert [topic for topic, _ in published] == [TOPICS.event(e["type"]) for e in events]
+    received, (in_progress, answered, kept) = events[:2], events[2:]
+    assert [(e["data"]["receipt"], e["data"]["channel"], e["data"]["transcribed_by"]) for e in received] == [
+        (by_form.code, "form", None),
+        (by_staff.code, "transcribed", "s-007"),
+    ]
+    assert (in_progress["data"]["reply"], in_progress["data"]["set_by"]) == (None, None)
+    assert (answered["data"]["reply"], answered["data"]["set_by"]) == ("已核实。\n退还费用并批评教育。", "县纪委监委 王")
+    assert kept["data"]["reply"] == answered["data"]["reply"] and kept["data"]["set_by"] is None
+    assert [e["stream"] for e in events] == ["person"] * 2 + ["telemetry"] * 3
+    # Only ciphertext travels: the text, contact and staff named are in no payload, and the
+    # county's key opens the ciphertext to them.
+    for _, payload in published:
+        assert "marker-5e1d" not in payload.decode() and "13912345678" not in payload.decode() and "乌日娜" not in payload.decode()
+    opened = json.loads(SealedBox(county_key).decrypt(base64.b64decode(received[0]["data"]["ciphertext"])))
+    assert (opened["text"], opened["contact"], opened["window"], opened["staff"]) == (COMPLAINT_TEXT, "13912345678", "w1", "乌日娜")
 
 
 URINA, BATER, QIQIGE, ZHANG, LI = "0012345678", "0087654321", "0011112222", "0099990000", "0010101010"
@@ -717,6 +777,8 @@ def test_every_event_from_a_running_daemon_validates_on_its_topic(daemon):
     # Leave and cards come from the director's page, a missed check-out from a night: attend() has them.
     # This daemon has no board: proof of play, and the hall's items from the page, come with the one below.
     elsewhere = {f"event.attendance.{t}" for t in ("leave", "leave_ended", "card_registered", "missed_checkout")} | {"event.board.played", "event.board.hall_items"}
+    # The daemon does not run the complaint box yet: its events come from the service itself, above.
+    elsewhere |= {"event.complaint.received", "event.complaint.status_changed"}
     assert set(used) == {f"event.{t}" for t in event_types()} - elsewhere
     assert used.count("event.command.rejected") == 7
     events = [json.loads(payload) for _, payload in outbox(daemon.store)]
@@ -1097,6 +1159,32 @@ BAD_EVENTS = [
     ("a kept item with a source", "board.hall_items", ("data", "item", "source"), "hall", "('source' was unexpected)"),
     ("a kept end without its offset's colon", "board.hall_items", ("data", "item", "end"), "2026-11-25T09:00:00+0800", "does not match"),
     ("changed by nobody", "board.hall_items", ("data", "recorded_by"), "", "should be non-empty"),
+    # Complaints: record_one_of_each()'s, a transcribed one about fees, then answered with a reply.
+    ("a complaint carrying its text in plain", "complaint.received", ("data", "text"), "收了两百元加急费", "('text' was unexpected)"),
+    ("a complaint carrying the contact in plain", "complaint.received", ("data", "contact"), "13912345678", "('contact' was unexpected)"),
+    ("a complaint naming the window in plain", "complaint.received", ("data", "window"), "w1", "('window' was unexpected)"),
+    ("a complaint in the telemetry stream", "complaint.received", ("stream",), "telemetry", "'person' was expected"),
+    ("a receipt in lower case", "complaint.received", ("data", "receipt"), "7kqm-x3pd-9htr", "does not match"),
+    ("a receipt without its dashes", "complaint.received", ("data", "receipt"), "7KQMX3PD9HTR", "does not match"),
+    ("a receipt with an O", "complaint.received", ("data", "receipt"), "7KQM-X3PD-9HTO", "does not match"),
+    ("a receipt of eleven characters", "complaint.received", ("data", "receipt"), "7KQM-X3PD-9HT", "does not match"),
+    ("an unknown category", "complaint.received", ("data", "category"), "corruption", "'corruption' is not one of"),
+    ("an unknown channel", "complaint.received", ("data", "channel"), "phone", "'phone' is not one of ['form', 'transcribed']"),
+    ("a form complaint naming a transcriber", "complaint.received", ("data", "channel"), "form", "'s-007' is not of type 'null'"),
+    ("a transcribed complaint naming nobody", "complaint.received", ("data", "transcribed_by"), None, "None is not of type 'string'"),
+    ("a transcriber on two lines", "complaint.received", ("data", "transcribed_by"), "s-007\nx", "does not match"),
+    ("a key id in upper case", "complaint.received", ("data", "key_id"), "3F2A9C1B" * 4, "does not match"),
+    ("a whole SHA-256 as key id", "complaint.received", ("data", "key_id"), "3f2a9c1b" * 8, "does not match"),
+    ("a ciphertext that is not base64", "complaint.received", ("data", "ciphertext"), "密文" * 400, "does not match"),
+    ("a ciphertext shorter than any sealed box", "complaint.received", ("data", "ciphertext"), "AAAA" * 100, "is too short"),
+    ("a complaint without its ciphertext", "complaint.received", ("data", "ciphertext"), DELETE, "'ciphertext' is a required property"),
+    ("a status change in the person stream", "complaint.status_changed", ("stream",), "person", "'telemetry' was expected"),
+    ("a status of its own", "complaint.status_changed", ("data", "status"), "closed", "'closed' is not one of ['received', 'in_progress', 'answered']"),
+    ("a status change for a bad receipt", "complaint.status_changed", ("data", "receipt"), "7KQM-X3PD-9HT1", "does not match"),
+    ("an empty reply instead of null", "complaint.status_changed", ("data", "reply"), "", "should be non-empty"),
+    ("a reply of 1001 characters", "complaint.status_changed", ("data", "reply"), "答" * 1001, "is too long"),
+    ("a status change without set_by", "complaint.status_changed", ("data", "set_by"), DELETE, "'set_by' is a required property"),
+    ("set_at with milliseconds", "complaint.status_changed", ("data", "set_at"), "2026-11-26T09:00:00.000+08:00", "does not match"),
 ]
 
 
