@@ -51,11 +51,7 @@ def _print_config_error(exc: ConfigError, path: str) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.path)
-    except ConfigError as exc:
-        _print_config_error(exc, args.path)
-        return 2
+    config = load_config(args.path)
     print(f"{args.path}: OK — device {config.device.id}, {len(config.windows)} window(s), broker {config.broker.host or 'none (queue only)'}")
     return 0
 
@@ -111,21 +107,13 @@ def _start_simulator_page(config):
 
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_error(exc, args.config)
-        return 2
+    config = load_config(args.config)
     return _run_daemon(config, simulate=False)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_error(exc, args.config)
-        return 2
+    config = load_config(args.config)
     if args.web_port is not None:
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, port=args.web_port))
     broker = None
@@ -165,11 +153,7 @@ def _print_simulator_help(config) -> None:
 def cmd_sim(args: argparse.Namespace) -> int:
     socket_path = args.socket
     if not socket_path:
-        try:
-            socket_path = load_config(args.config).control.socket
-        except ConfigError as exc:
-            _print_config_error(exc, args.config)
-            return 2
+        socket_path = load_config(args.config).control.socket
     client = ControlClient(socket_path)
     if args.action == "press":
         result = client.call("press", window=args.window, level=args.level)
@@ -187,11 +171,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_error(exc, args.config)
-        return 2
+    config = load_config(args.config)
     if args.port is not None:
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, port=args.port))
     from .web import create_app
@@ -218,11 +198,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     from .accounts import AccountError, Accounts, generate_password, password_problem
     from .store import Store
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_error(exc, args.config)
-        return 2
+    config = load_config(args.config)
     if args.generate:
         password = generate_password()
     elif sys.stdin.isatty():
@@ -316,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        _print_config_error(exc, exc.path or "the config")
+        return 2
     except ApplianceError as exc:
         print(f"hall-appliance: {exc}", file=sys.stderr)
         return 1

@@ -354,8 +354,15 @@ def _gpio_pin(value: int) -> str | None:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate the config file; raise ConfigError listing every problem."""
-    path = Path(path)
+    """Read and validate the config file; raise ConfigError listing every problem (``path`` set)."""
+    try:
+        return _load(Path(path))
+    except ConfigError as exc:
+        exc.path = str(path)
+        raise
+
+
+def _load(path: Path) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -10,8 +10,9 @@ class ApplianceError(Exception):
 class ConfigError(ApplianceError, ValueError):
     """The config file has one or more problems; ``problems`` lists every one of them."""
 
-    def __init__(self, problems: list) -> None:
+    def __init__(self, problems: list, path: str | None = None) -> None:
         self.problems = list(problems)
+        self.path = path  # the file, when the problems came from one
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
