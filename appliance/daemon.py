@@ -525,8 +525,10 @@ class Daemon:
             self.roster.apply_state(name, {scope: data for scope, (_, data) in self.store.applied_state(name).items()})
 
     def _notice(self, notice: Notice) -> None:
-        # A short message for the board after a swipe (the board shows it once it exists).
+        # A short message on the board after a swipe (checked in, unknown card, ...).
         log.info("badge: %s", notice.text)
+        if self.board and not self.board.flash(notice.text):
+            log.warning("the board cannot show the notice %r", notice.text)
 
     def _badge_state(self, connected: bool, detail: str) -> None:
         if connected:

@@ -690,7 +690,7 @@ class Playlist:
         self._thanks: Showing | None = None
         self._thanks_until = 0.0
         self._paused_at = 0.0
-        self._thank_requested = False
+        self._thank_requested: str | None = None
 
     # -- input ----------------------------------------------------------------------------
 
@@ -715,19 +715,20 @@ class Playlist:
         extra = (self._extra,) if self._extra else ()
         return self._items["county"] + self._items["hall"] + extra
 
-    def thank(self) -> None:
-        """Show the thank-you at the next frame (a rating was just recorded)."""
-        self._thank_requested = True
+    def thank(self, text: str | None = None) -> None:
+        """Flash the thank-you (or ``text``, a short notice) at the next frame, then resume."""
+        self._thank_requested = text or self.settings.thanks_text
 
     # -- each frame -----------------------------------------------------------------------
 
     def advance(self, mono: float) -> tuple[Showing | None, float]:
         """What is on the board at monotonic time ``mono``, and how far into its showing."""
         if self._thank_requested:
-            self._thank_requested = False
+            text, self._thank_requested = self._thank_requested, None
             if self._thanks is None:
                 self._paused_at = mono
-                self._thanks = Showing(None, self.settings.thanks_text, mono, self.settings.thanks_s)
+            if self._thanks is None or self._thanks.text != text:
+                self._thanks = Showing(None, text, mono, self.settings.thanks_s)
             self._thanks_until = mono + self.settings.thanks_s  # another rating: a little longer
         if self._thanks is not None:
             if mono < self._thanks_until:
@@ -907,6 +908,19 @@ class BoardService:
         """A rating was recorded (at any window): flash the thank-you."""
         with self._lock:
             self.playlist.thank()
+
+    def flash(self, text: str) -> bool:
+        """Flash a short notice (e.g. after a badge swipe) as the thank-you is flashed.
+
+        Returns False, showing nothing, for text the board cannot draw (a glyph Unifont lacks).
+        """
+        text = normalise_text(text)
+        if not text or text_problems(text, self.font):
+            return False
+        self.renderer.strip(text)  # drawn here, in the caller's thread, not in a frame
+        with self._lock:
+            self.playlist.thank(text)
+        return True
 
     def next_frame(self) -> Frame:
         """The frame for now; call it at the frame rate."""

@@ -577,3 +577,25 @@ def test_a_bad_brightness_schedule_is_refused(raw, message):
 def test_brightness_before_the_first_step_carries_over_from_the_night():
     schedule = BrightnessSchedule(((time(19), 8), (time(7), 64)))
     assert [schedule.contrast_at(t) for t in (time(0), time(7), time(12), time(19), time(23, 59))] == [8, 64, 64, 8, 8]
+
+
+def test_a_flashed_notice_shows_then_the_playlist_resumes_and_undrawable_text_is_refused():
+    from appliance.clock import HALL_TZ, FakeClock
+    from datetime import datetime
+    from services.board import BoardService, Font, validate_item
+    from services.calendar import HallCalendar
+
+    font = Font()
+    clock = FakeClock(datetime(2026, 11, 25, 10, 0, tzinfo=HALL_TZ))
+    service = BoardService(font, 128, 16, HallCalendar(), clock)
+    service.set_items("hall", [validate_item({"id": "a", "kind": "policy", "text": "惠农政策"}, font)])
+    assert service.next_frame().showing is not None
+    assert service.flash("乌日娜 已签到")
+    clock.advance(0.1)
+    flashed = service.next_frame()
+    assert service.status()["state"] == "thanks"
+    assert flashed.image.tobytes() == service.renderer.frame(service.renderer.strip("乌日娜 已签到"), 0).tobytes()
+    clock.advance(service.settings.thanks_s + 0.1)
+    service.next_frame()
+    assert service.status()["state"] == "showing" and service.status()["item"]["id"] == "a"
+    assert service.flash("😀") is False
