@@ -42,8 +42,13 @@ run: venv
 test: venv system-packages
 	$(PY) -m pytest
 
+# The performance table: the core (press latency, backlog drain, recording rate, memory,
+# start to READY), the pin edge to the outbox, and the LED board's frame cost; each figure
+# beside its baseline measured in the same run. Not part of `make test`.
 bench: venv system-packages
 	$(PY) bench/bench.py
+	$(PY) bench/edge_bench.py
+	$(PY) bench/board_bench.py
 
 # After changing a message on the config page: extract, merge into the catalog, compile.
 # Translate what is new in the .po, run this again, and commit the .po and the .mo.
