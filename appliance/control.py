@@ -158,6 +158,9 @@ class ControlClient:
         except PermissionError:
             s.close()
             raise ControlError(f"no permission to use {self.path}: join the appliance's group") from None
+        except (BlockingIOError, OSError) as exc:  # e.g. the listen queue is full: busy, not broken
+            s.close()
+            raise ControlError(f"the daemon is busy or unreachable at {self.path} ({exc.strerror or exc}); try again") from None
         with s:
             try:
                 s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")

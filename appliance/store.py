@@ -261,6 +261,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX complaint_status_unannounced ON complaint_status (id) WHERE event_id IS NULL;
     """,
+    # 6: a press looks up the latest rating at its window; keep that off a full scan.
+    """
+    CREATE INDEX ratings_window ON ratings (window, seq);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

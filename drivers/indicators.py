@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Iterable
 
 from gpiozero import LED, Factory
@@ -15,6 +16,7 @@ class WindowIndicators:
 
     def __init__(self, windows: Iterable, pin_factory: Factory, *, on_s: float = 0.15, off_s: float = 0.15, blinks: int = 3) -> None:
         self.leds: dict[str, LED] = {}
+        self._lock = threading.Lock()
         self.on_s, self.off_s, self.blinks = on_s, off_s, blinks
         try:
             for window in windows:
@@ -28,7 +30,9 @@ class WindowIndicators:
         """Blink the window's LED in the background (no-op for a window without one)."""
         led = self.leds.get(window_id)
         if led is not None:
-            led.blink(on_time=self.on_s, off_time=self.off_s, n=self.blinks, background=True)
+            # gpiozero restarts the LED's blink thread; two presses at once must not race it.
+            with self._lock:
+                led.blink(on_time=self.on_s, off_time=self.off_s, n=self.blinks, background=True)
 
     def close(self) -> None:
         for led in self.leds.values():

@@ -136,7 +136,8 @@ class Ratings:
         return recorded[0]
 
     def _flags(self, window_id: str, now_ns: int) -> list[str]:
-        recent = self._recent.setdefault(window_id, deque())
+        # Only the last burst_limit + 1 presses can matter for either flag.
+        recent = self._recent.setdefault(window_id, deque(maxlen=self.policy.burst_limit + 1))
         flags = []
         if recent and (now_ns - recent[-1]) / 1e9 < self.policy.repeat_interval_s:
             flags.append(REPEAT)
