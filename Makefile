@@ -45,10 +45,13 @@ test: venv system-packages
 # The performance table: the core (press latency, backlog drain, recording rate, memory,
 # start to READY), the pin edge to the outbox, and the LED board's frame cost; each figure
 # beside its baseline measured in the same run. Not part of `make test`.
+# All three always run; make fails at the end if any figure missed its target.
 bench: venv system-packages
-	$(PY) bench/bench.py
-	$(PY) bench/edge_bench.py
-	$(PY) bench/board_bench.py
+	@status=0; \
+	$(PY) bench/bench.py || status=$$?; \
+	$(PY) bench/edge_bench.py || status=$$?; \
+	$(PY) bench/board_bench.py || status=$$?; \
+	exit $$status
 
 # After changing a message on the config page: extract, merge into the catalog, compile.
 # Translate what is new in the .po, run this again, and commit the .po and the .mo.

@@ -138,7 +138,7 @@ def main() -> int:
     print(table(fig))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1))
-    return 0
+    return 0 if fig["result"] == "PASS" else 3
 
 
 if __name__ == "__main__":
