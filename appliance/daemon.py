@@ -464,7 +464,7 @@ class Daemon:
     def _load_board(self) -> None:
         if not self.board:
             return
-        self._apply_board({scope: data for scope, (_, data) in self.store.applied_state("board").items() if scope != "hall"})
+        self._apply_board({scope: data for scope, data in self._stored_scopes("board").items() if scope != "hall"})
         self.reload_hall_items()
 
     def _validate_board(self, data: Any) -> Any:
@@ -522,7 +522,7 @@ class Daemon:
 
     def _load_roster(self) -> None:
         for name in ROSTER_STATES:
-            self.roster.apply_state(name, {scope: data for scope, (_, data) in self.store.applied_state(name).items()})
+            self.roster.apply_state(name, self._stored_scopes(name))
 
     def _notice(self, notice: Notice) -> None:
         # A short message on the board after a swipe (checked in, unknown card, ...).
@@ -559,8 +559,7 @@ class Daemon:
         if "calendar_year_unknown" in [a.code for a in self.store.active_alarms()]:
             year = self.clock.now().year
             self.calendar.note_unknown({year, year + 1})
-        applied = self.store.applied_state("calendar")
-        self._apply_calendar({scope: data for scope, (_, data) in applied.items()})
+        self._apply_calendar(self._stored_scopes("calendar"))
 
     def _apply_calendar(self, scopes: dict) -> None:
         years = {}
@@ -571,9 +570,12 @@ class Daemon:
             self.recorder.clear_alarm("calendar_year_unknown")
 
     def _load_settings(self) -> dict:
-        applied = self.store.applied_state("settings")
-        self._apply_settings({scope: data for scope, (_, data) in applied.items()})
+        self._apply_settings(self._stored_scopes("settings"))
         return self.settings
+
+    def _stored_scopes(self, name: str) -> dict:
+        """The desired state ``name`` applied before this start: scope → data, widest first."""
+        return {scope: data for scope, (_, data) in self.store.applied_state(name).items()}
 
     def _apply_settings(self, scopes: dict) -> None:
         # Widest scope first, then changes made on the config page (the store's settings
