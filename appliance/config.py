@@ -224,6 +224,22 @@ class RatingsConfig:
 
 
 @dataclass(frozen=True)
+class ComplaintsConfig:
+    """The sealed complaint box: whose key seals, and how citizens reach the public form."""
+
+    # The county supervisor's public key (from the bundle); None: the box is closed.
+    public_key: Path | None = None
+    # The form's address as citizens type it, printed on the notice and scrolled on the board.
+    address: str | None = None
+    # The hall Wi-Fi the notice's second QR code joins (None: no Wi-Fi code).
+    wifi_ssid: str | None = None
+    wifi_password: str | None = None
+    # Submissions one phone may make in an hour, and the whole form in a minute.
+    per_client_per_hour: int = 5
+    per_minute: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole config, valid by construction."""
 
@@ -240,6 +256,7 @@ class Config:
     source: Path | None = field(default=None, compare=False)
     hall: HallConfig = HallConfig()
     ratings: RatingsConfig = RatingsConfig()
+    complaints: ComplaintsConfig = ComplaintsConfig()
 
     def window(self, window_id: str) -> WindowConfig | None:
         """The window with this id, or None."""
@@ -383,7 +400,7 @@ def _load(path: Path) -> Config:
 def parse_config(data: dict, base_dir: Path | None = None, source: Path | None = None) -> Config:
     """Validate an already-parsed TOML document; relative paths are taken from ``base_dir``."""
     r = _Reader(base_dir or Path.cwd())
-    r.unknown(data, "", ("device", "hall", "broker", "store", "gpio", "windows", "ratings", "display", "badge", "web", "control", "clock"))
+    r.unknown(data, "", ("device", "hall", "broker", "store", "gpio", "windows", "ratings", "display", "badge", "web", "control", "clock", "complaints"))
 
     d = r.table(data, "", "device", ("id", "hall", "township", "county"))
     device = DeviceConfig(
@@ -512,10 +529,36 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
     if ratings.callback_working_days and ratings.rectify_working_days and ratings.callback_working_days > ratings.rectify_working_days:
         r.problem("ratings.callback_working_days", ratings.callback_working_days, f"is after ratings.rectify_working_days ({ratings.rectify_working_days})", "call back before the rectification deadline")
 
+    cp = r.table(data, "", "complaints", ("public_key", "address", "wifi_ssid", "wifi_password", "per_client_per_hour", "per_minute"))
+    complaints = ComplaintsConfig(
+        public_key=r.path(cp, "complaints", "public_key", None, fix="give the supervisor's public key file from the device bundle (hall-provision complaints keygen makes it)"),
+        address=r.get(cp, "complaints", "address", str, None, fix="give the form's address as citizens type it, e.g. 'https://hall-0001.local:8080/ts'", check=_web_address),
+        wifi_ssid=r.get(cp, "complaints", "wifi_ssid", str, None, fix="give the hall Wi-Fi's name (1 to 32 bytes)", check=_ssid),
+        wifi_password=r.get(cp, "complaints", "wifi_password", str, None, fix="give the hall Wi-Fi's WPA password (8 to 63 characters)", check=_wpa_password),
+        per_client_per_hour=r.get(cp, "complaints", "per_client_per_hour", int, 5, fix="give submissions per phone per hour between 1 and 100", check=_between(1, 100)),
+        per_minute=r.get(cp, "complaints", "per_minute", int, 30, fix="give submissions per minute for the whole form between 1 and 1000", check=_between(1, 1000)),
+    )
+    if complaints.wifi_password is not None and complaints.wifi_ssid is None:
+        r.problem("complaints.wifi_password", "(hidden)", "is given without complaints.wifi_ssid", "give the Wi-Fi's name too, or remove the password")
+
     _cross_checks(r, windows, display)
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(device, broker, store, gpio, windows, display, badge, web, control, clock, source, hall, ratings)
+    return Config(device, broker, store, gpio, windows, display, badge, web, control, clock, source, hall, ratings, complaints)
+
+
+def _web_address(value: str) -> str | None:
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        return "is not a web address starting with https:// or http://"
+    return None if len(value) <= 80 else "is longer than 80 characters (too long to type from the wall)"
+
+
+def _ssid(value: str) -> str | None:
+    return None if 1 <= len(value.encode()) <= 32 else "must be 1 to 32 bytes"
+
+
+def _wpa_password(value: str) -> str | None:
+    return None if 8 <= len(value) <= 63 and value.isascii() and value.isprintable() else "must be 8 to 63 printable ASCII characters"
 
 
 def _brightness(r: _Reader, raw: Any) -> tuple[tuple[time, int], ...] | None:

@@ -21,6 +21,7 @@ from drivers.display import DisplayError, make_display
 from drivers.gpio import make_pin_factory
 from drivers.indicators import WindowIndicators
 from services.board import BoardRejected, BoardService, BoardSettings, BrightnessSchedule, Font, merge_scopes, validate_board_state, validate_item
+from services.complaints import ComplaintRejected, Complaints, KeyInvalid, Sealer
 from services.calendar import CalendarInvalid, HallCalendar, validate_calendar
 from services.levels import BY_CODE
 from services.ratings import FollowupRejected, RatingPolicy, Ratings
@@ -190,7 +191,10 @@ class Daemon:
                 brightness=BrightnessSchedule(c.display.brightness_steps()),
                 blank_when_closed=c.display.blank_when_closed,
             )
-            self.board = BoardService(self.font, self.display.width, self.display.height, self.calendar, self.clock, settings)
+            self.board = BoardService(
+                self.font, self.display.width, self.display.height, self.calendar, self.clock, settings, complaint_address=c.complaints.address
+            )
+        self.complaints = Complaints(self.recorder, self.store, self.clock, self._complaint_sealer(), {w.id: w.name for w in c.windows})
         self.router = CommandRouter(self.recorder, c.broker.max_command_bytes)
         self._register_commands()
         self._load_calendar()
@@ -231,6 +235,7 @@ class Daemon:
             self.board_loop = BoardLoop(self.board, self.display, self._board_error)
             self.board_loop.start()
         self.maintenance()
+        self.complaints.announce_status()  # a change a power cut kept from going out
         notify("READY=1\nSTATUS=recording")
         log.info("hall appliance %s ready: device %s, store %s, uplink %s", __version__, c.device.id, self.store.store_id, self.uplink.info.broker or "off")
 
@@ -450,9 +455,31 @@ class Daemon:
             StateHandler(validate=self._validate_board, apply=lambda conn, scopes: None, after=self._apply_board),
         )
         self.router.register_action(
+            "complaint.status",
+            ActionHandler(
+                validate=_rejecting(self.complaints.validate_status, ComplaintRejected),
+                apply=self.complaints.apply_status,
+                after=self.complaints.announce_status,
+            ),
+        )
+        self.router.register_action(
             "followup.close",
             ActionHandler(validate=_rejecting(self.ratings.validate_close, FollowupRejected), apply=self.ratings.apply_close),
         )
+
+    def _complaint_sealer(self) -> Sealer | None:
+        """The supervisor's key, or None (box closed, with an alarm while a key is configured)."""
+        path = self.config.complaints.public_key
+        if path is None:
+            self.recorder.clear_alarm("complaint_key")
+            return None
+        try:
+            sealer = Sealer.from_file(path)
+        except KeyInvalid as exc:
+            self.recorder.raise_alarm("complaint_key", f"the complaint box is closed: {exc}")
+            return None
+        self.recorder.clear_alarm("complaint_key")
+        return sealer
 
     def _validate_alarm_clear(self, args: Any) -> dict:
         code = require(args, "code", str, path="args", fix="give the code of an active alarm")

@@ -497,7 +497,7 @@ class Complaints:
         sink: EventSink,
         store: Rows,
         clock: Clock,
-        sealer: Sealer,
+        sealer: Sealer | None,
         windows: dict[str, str] | None = None,
         *,
         draw_receipt: Callable[[], str] = new_receipt,
@@ -505,7 +505,7 @@ class Complaints:
         self.sink = sink
         self.store = store
         self.clock = clock
-        self.sealer = sealer
+        self.sealer = sealer  # None: the box is closed (statuses still apply)
         self.windows = windows  # id → name; None accepts any window id
         self._draw_receipt = draw_receipt
         self._announcing = threading.Lock()
@@ -526,8 +526,11 @@ class Complaints:
 
         ``transcribed_by`` (the transcriber's staff id) marks a paper-box or phone complaint
         typed in by staff; without it the complaint came through the public form.
-        Raises ComplaintRejected for bad input; nothing is recorded then.
+        Raises ComplaintRejected for bad input, or when no supervisor key is installed (the
+        box is closed); nothing is recorded then.
         """
+        if self.sealer is None:
+            raise ComplaintRejected("complaints.public_key", "the complaint box is closed: no supervisor key is installed", code="closed")
         draft = validate_submission(category, text, contact=contact, window=window, staff=staff, transcribed_by=transcribed_by, windows=self.windows)
         for _ in range(self.RECEIPT_TRIES):
             receipt = self._draw_receipt()

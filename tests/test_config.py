@@ -156,7 +156,7 @@ KNOWN = _parser_known_keys()
 
 def test_known_keys_are_found_in_the_parser():
     # If the parser is restructured, this test has to be taught the new shape, not pass silently.
-    assert set(KNOWN) == {"", "device", "hall", "broker", "broker.tls", "store", "gpio", "windows", "ratings", "display", "badge", "web", "control", "clock"}
+    assert set(KNOWN) == {"", "device", "hall", "broker", "broker.tls", "store", "gpio", "windows", "ratings", "display", "badge", "web", "control", "clock", "complaints"}
     assert KNOWN[""] == {f.name for f in dataclasses.fields(Config)} - {"source"}
 
 
