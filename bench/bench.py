@@ -33,6 +33,7 @@ The figures (from the project's issue):
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import json
 import logging
 import math
@@ -961,7 +962,15 @@ def _third_party(daemon_mods: dict[str, str | None], bare_mods: set[str]) -> lis
         # Stdlib modules missing from stdlib_module_names (_sysconfigdata_…) live in its directory.
         return not (file and Path(file).resolve().is_relative_to(stdlib) and "site-packages" not in Path(file).parts)
 
-    return sorted(name for name, file in daemon_mods.items() if third_party(name, file))
+    def importable(name: str) -> bool:
+        # cffi registers aliases such as `_sodium` (PyNaCl's `nacl._sodium`) that no import
+        # statement can reach; importing their real module brings them in anyway.
+        try:
+            return importlib.machinery.PathFinder.find_spec(name.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return sorted(name for name, file in daemon_mods.items() if third_party(name, file) and importable(name))
 
 
 def import_program(modules: list[str], then: str) -> str:

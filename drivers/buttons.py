@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 
 from gpiozero import Button, Factory
 
+from .gpio import MOCK_HISTORY
+
 log = logging.getLogger(__name__)
 
 OnPress = Callable[[str, str], None]
@@ -182,6 +184,9 @@ class WindowButtons:
         time.sleep(debounce)
         pin.drive_high()
         time.sleep(debounce)
+        # The mock pin keeps every change for assert_states; a long simulation must not.
+        if len(pin.states) > MOCK_HISTORY:
+            del pin.states[:-MOCK_HISTORY]
 
     def close(self) -> None:
         for button in self.buttons.values():

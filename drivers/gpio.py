@@ -41,3 +41,16 @@ def make_pin_factory(name: str) -> tuple[Factory, str]:
         f"no GPIO library can drive the pins ({'; '.join(errors)}). On a Pi install python3-lgpio; "
         "off the Pi set gpio.pin_factory = 'mock'"
     )
+
+
+# A mock pin records every change it ever saw (MockPin.states, for assert_states). Tests read
+# that history; a simulator that runs for days must not keep it.
+MOCK_HISTORY = 64
+
+
+def forget_mock_history(factory: Factory, keep: int = MOCK_HISTORY) -> None:
+    """Keep only the last ``keep`` recorded changes of every mock pin (a no-op on real pins)."""
+    for pin in list(getattr(factory, "pins", {}).values()):
+        states = getattr(pin, "states", None)
+        if isinstance(states, list) and len(states) > keep:
+            del states[:-keep]

@@ -113,30 +113,37 @@ class Font:
 
     def __init__(self, path: str | Path = UNIFONT) -> None:
         self.path = Path(path)
-        try:
-            # Opened here, not by name: Pillow would look a missing file up in the system's
-            # font folders and could quietly draw with another copy.
-            with self.path.open("rb") as f:
-                data = f.read()
-            self._font = ImageFont.truetype(io.BytesIO(data), self.size, layout_engine=ImageFont.Layout.BASIC)
-        except OSError as exc:
-            raise FontMissing(f"the board's font {self.path} cannot be read ({exc.strerror or exc}). Fix: apt-get install fonts-unifont") from None
         # fontTools: the maintained reader of OpenType tables; it is the only way to ask a
-        # font which characters it maps (Pillow has no cmap API).
+        # font which characters it maps (Pillow has no cmap API). It reads just the cmap
+        # from the file, and it is kept as one bit per code point (136 KiB) rather than a
+        # set of 57,000 ints (several MB on a Pi Zero).
         from fontTools.ttLib import TTFont
 
-        with TTFont(io.BytesIO(data), lazy=True) as tt:
-            self._codepoints = frozenset(tt.getBestCmap())
+        self._codepoints = bytearray(0x110000 // 8)
+        try:
+            with self.path.open("rb") as f, TTFont(f, lazy=True) as tt:
+                for cp in tt.getBestCmap():
+                    self._codepoints[cp >> 3] |= 1 << (cp & 7)
+            # By path, so FreeType reads glyphs from the file as they are drawn instead of
+            # holding the whole 5 MB font in memory. The file was just opened, so Pillow's
+            # fallback for a name it cannot open (looking it up in the system's font
+            # folders) cannot quietly draw with another copy.
+            self._font = ImageFont.truetype(str(self.path.resolve()), self.size, layout_engine=ImageFont.Layout.BASIC)
+        except OSError as exc:
+            raise FontMissing(f"the board's font {self.path} cannot be read ({exc.strerror or exc}). Fix: apt-get install fonts-unifont") from None
         self.name = "GNU Unifont"
 
+    def _maps(self, cp: int) -> bool:
+        return bool(self._codepoints[cp >> 3] & (1 << (cp & 7)))
+
     def has(self, char: str) -> bool:
-        return ord(char) in self._codepoints
+        return self._maps(ord(char))
 
     def missing(self, text: str) -> list[str]:
         """The characters of ``text`` the font has no glyph for, each once, in order."""
         seen: dict[str, None] = {}
         for char in text:
-            if ord(char) not in self._codepoints:
+            if not self._maps(ord(char)):
                 seen.setdefault(char)
         return list(seen)
 
