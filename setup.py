@@ -55,6 +55,13 @@ setup(
         # PyNaCl is the maintained binding and ships libsodium in its wheels, so the Pi
         # needs no extra system package. hall-provision uses it to make keys and open them.
         "PyNaCl>=1.5",
+        # QR codes on the complaint box's wall notice (the form's address, the hall Wi-Fi): pure Python, maintained.
+        "segno>=1.5",
+        # hall-provision's county CA: X.509 certificates for the broker and every device's
+        # config page (cheroot serves them; browsers and paho check them). The standard
+        # library can verify certificates but not make them; enrolment on the device does
+        # not use it.
+        "cryptography>=41",
     ],
     extras_require={
         # A Pi without the distribution's GPIO packages. On Raspberry Pi OS prefer apt's
@@ -73,6 +80,8 @@ setup(
             # Drives the distribution's Chromium for the page's browser tests (never
             # `playwright install`: the tests use /usr/bin/chromium).
             "playwright>=1.40",
+            # Decodes the notice's QR codes back to the address and the Wi-Fi payload.
+            "zxing-cpp>=2.2",
         ],
     },
     entry_points={
