@@ -51,11 +51,20 @@ def simulator():
     """`hall-appliance simulate` as a newcomer runs it: its own Mosquitto, the page on a free port."""
     state = Path(tempfile.mkdtemp(prefix="hall-sim-"))
     config = state / "sim.toml"
-    config.write_text(
+    text = (
         (REPO / "config" / "simulator.toml").read_text()
         .replace('path = "../.sim/hall.db"', f'path = "{state}/hall.db"')
         .replace('socket = "../.sim/control.sock"', f'socket = "{state}/control.sock"')
     )
+    # A supervisor key of the test's own, so the complaint box is open.
+    from nacl.public import PrivateKey
+
+    from services.complaints import PUBLIC_KEY_TAG, format_key_file
+
+    (state / "complaints.pub").write_text(format_key_file(PUBLIC_KEY_TAG, bytes(PrivateKey.generate().public_key), "browser test"))
+    key_line = f'public_key = "{state}/complaints.pub"'
+    text = text.replace("[complaints]", f"[complaints]\n{key_line}") if "[complaints]" in text else text + f"\n[complaints]\n{key_line}\n"
+    config.write_text(text)
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "simulate", "--config", str(config), "--web-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -278,3 +287,40 @@ def test_director_adds_a_board_item_with_a_preview_and_the_simulators_frame_chan
         time.sleep(0.05)
     assert after != before, "the board's frame did not change after the press"
     assert led_dots(after).tobytes() == thanks.tobytes(), "the board did not show the thank-you"
+
+
+def test_citizen_makes_a_complaint_on_a_phone_keeps_the_receipt_and_looks_it_up(simulator, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    refused = []  # anything the page's CSP blocked (an inline style or script would be)
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(simulator.url + "ts")
+    expect(page.locator("h1")).to_have_text("对本大厅的意见投诉")
+    expect(page.locator("#privacy")).to_contain_text("默认匿名")
+    expect(page.locator("nav")).to_have_count(0)  # a citizen is not signed in
+    page.select_option("#category", "runaround")
+    page.select_option("#window", "w1")
+    page.fill("#text", "办理营业执照，材料没有一次性告知，跑了三趟。")
+    expect(page.locator("[data-counter-for=text]")).to_have_text("22 / 2000")
+    page.click("form.complaint-form button[type=submit]")
+
+    code = page.locator("#receipt-code")
+    expect(code).to_be_visible()
+    receipt = code.inner_text().strip()
+    assert re.fullmatch(r"[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}", receipt), receipt
+    expect(page.locator(".keep")).to_contain_text("请保存回执码")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, overflow
+    screenshot(page, tmp_path / "complaint-receipt.png")
+
+    page.click("text=查询办理情况")
+    expect(page.locator("h1")).to_have_text("查询投诉办理情况")
+    page.fill("#code", receipt.replace("-", " ").lower())  # as read off a photo
+    page.click("form[action='/ts/receipt'] button[type=submit]")
+    expect(page.locator("#status")).to_contain_text("已受理")
+    expect(page.locator("#status")).to_contain_text("反复跑腿")
+    expect(page.locator("#status h2")).to_have_text(f"投诉 {receipt}")
+    # The only cookie is the session holding the form's token; no sign-in happened.
+    assert [c["name"] for c in page.context.cookies()] == ["hall_session"]
+    assert refused == []

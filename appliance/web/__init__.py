@@ -113,6 +113,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     from .auth import bp as auth_bp
     from .board import bp as board_bp
+    from .complaints import init_app as init_complaints
     from .ratings import bp as ratings_bp
     from .roster import bp as roster_bp
     from .settings import bp as settings_bp
@@ -124,6 +125,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(roster_bp)
     app.register_blueprint(board_bp)
     app.register_blueprint(settings_bp)
+    init_complaints(app)  # the complaint box's pages, with its key and flood limiters
     if app.extensions["hall"].simulator:
         from .simulator import bp as simulator_bp
 

@@ -73,6 +73,7 @@ AUDIT_ACTIONS = {
     "board.changed": _l("changed a board item"),
     "board.ended": _l("ended a board item"),
     "board.withdrawn": _l("withdrew a board item (not yet begun)"),
+    "complaint.transcribed": _l("transcribed a complaint (paper box or phone)"),
 }
 
 # The board's kinds of item (services/board.py KINDS) and an item's state at the moment.
@@ -129,4 +130,45 @@ ATTENDANCE_NAMES = {
 CARD_REASONS = {
     "unknown": _l("not registered"),
     "inactive": _l("belongs to someone inactive in the registry"),
+}
+
+# The complaint box (services/complaints.py). The Chinese catalog gives each category and
+# status exactly the service's own label (CATEGORIES, STATUSES): a test holds them together.
+COMPLAINT_CATEGORIES = {
+    "attitude": _l("Attitude"),
+    "delay": _l("Delay"),
+    "runaround": _l("Sent back and forth"),
+    "discipline": _l("Work discipline"),
+    "fees": _l("Improper fees"),
+    "bribery": _l("Asking for favours"),
+    "favoritism": _l("Favouritism"),
+    "other": _l("Other"),
+}
+
+COMPLAINT_HINTS = {
+    "attitude": _l("rude, cold, passing the buck"),
+    "delay": _l("dragging on, not finished within the time limit"),
+    "runaround": _l("not told all the papers at once, made to come back again and again"),
+    "discipline": _l("away from the window, late or leaving early, private business in working hours"),
+    "fees": _l("fees that should not be charged, extra charges"),
+    "bribery": _l("asking for or taking money, gifts or favours"),
+    "favoritism": _l("favouring relatives and friends with subsidies or 低保, rules bent"),
+    "other": _l("none of the above"),
+}
+
+COMPLAINT_STATUSES = {
+    "received": _l("Received"),
+    "in_progress": _l("In progress"),
+    "answered": _l("Answered"),
+}
+
+COMPLAINT_CHANNELS = {
+    "form": _l("public form"),
+    "transcribed": _l("typed in by staff"),
+}
+
+# Where a complaint the staff type in came from (the staff form's "source").
+COMPLAINT_SOURCES = {
+    "paper": _l("paper complaint box"),
+    "phone": _l("telephone"),
 }
