@@ -348,6 +348,15 @@ def _non_empty(value: str) -> str | None:
     return "must not be empty" if not value.strip() else None
 
 
+def _one_line_name(value: str) -> str | None:
+    """A name that goes into every event, the page and generated files: one line, printable."""
+    if not value.strip():
+        return "must not be empty"
+    if not value.isprintable():
+        return "contains a line break or another control character"
+    return None if len(value) <= 100 else f"is {len(value)} characters; at most 100"
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -405,7 +414,7 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
     d = r.table(data, "", "device", ("id", "hall", "township", "county"))
     device = DeviceConfig(
         id=r.get(d, "device", "id", str, fix=ID_FIX, check=_identifier) or "",
-        hall=r.get(d, "device", "hall", str, fix="give the hall's name, e.g. '白音锡勒苏木政务服务中心'", check=_non_empty) or "",
+        hall=r.get(d, "device", "hall", str, fix="give the hall's name on one line, e.g. '白音锡勒苏木政务服务中心'", check=_one_line_name) or "",
         township=r.get(d, "device", "township", str, fix=ID_FIX, check=_identifier) or "",
         county=r.get(d, "device", "county", str, fix=ID_FIX, check=_identifier) or "",
     )

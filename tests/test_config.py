@@ -182,6 +182,11 @@ BROKEN = [
     pytest.param(edited(('"hall-01"', '"hall-01\\n"')), [f"device.id = 'hall-01\\n': is not a valid id. Fix: {ID_FIX}"], id="device-id-trailing-newline"),
     pytest.param(edited(('township = "test-township"\n', "")), [f"device.township = (missing): is required. Fix: {ID_FIX}"], id="township-missing"),
     pytest.param(
+        edited(('hall = "测试政务服务中心"', 'hall = "测试政务服务中心\\n[broker]"')),
+        ["device.hall = '测试政务服务中心\\n[broker]': contains a line break or another control character. Fix: give the hall's name on one line, e.g. '白音锡勒苏木政务服务中心'"],
+        id="hall-name-with-a-line-break",
+    ),
+    pytest.param(
         edited(('id = "w2"', 'id = "w1"')),
         ["windows[1].id = 'w1': repeats windows[0].id. Fix: give every window its own id"],
         id="duplicate-window-id",

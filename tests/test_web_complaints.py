@@ -297,6 +297,28 @@ def test_a_flood_from_one_phone_is_refused_with_when_to_try_again(build, clock):
     assert submit(phone).status_code == 200
 
 
+def test_simultaneous_posts_from_one_phone_cannot_all_slip_past_its_limit(build):
+    import threading
+
+    app = build(per_client_per_hour=2)
+    phones = [citizen(app) for _ in range(8)]
+    forms = [{"csrf_token": token(p, "/ts"), "category": "fees", "text": TEXT} for p in phones]
+    start = threading.Barrier(len(phones))
+    codes: list[int] = []
+
+    def post(phone, data) -> None:
+        start.wait()
+        codes.append(phone.post("/ts", data=data).status_code)
+
+    threads = [threading.Thread(target=post, args=pair) for pair in zip(phones, forms)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200, 200] + [429] * 6
+    assert len(complaint_rows(app)) == 2
+
+
 def test_a_flood_from_many_phones_is_refused_for_the_minute(build, clock):
     app = build(per_minute=3)
     for i in range(3):

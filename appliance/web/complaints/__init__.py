@@ -255,20 +255,23 @@ def form():
     if not form.validate_on_submit():
         return _form_page(form, 422)
     key = _client_key()
-    try:
-        b.submissions.check(key)
-    except RateLimited as exc:
-        return _form_page(form, 429, limited=_flood_message(exc, b.submissions), retry_after=exc.retry_after_s)
-    try:
-        receipt = b.service(hall()).submit(
-            form.category.data, form.text.data, contact=form.contact.data or "", window=form.window.data or None, staff=form.staff.data or None
-        )
-    except ComplaintRejected as exc:
-        if exc.code == "closed":
-            return _closed_page(503)
-        form.rejected(exc)
-        return _form_page(form, 422)
-    b.submissions.count(key)
+    # One submission at a time (the server has several threads): checking the limits,
+    # recording and counting together, so simultaneous posts from one phone cannot all pass.
+    with b.submitting:
+        try:
+            b.submissions.check(key)
+        except RateLimited as exc:
+            return _form_page(form, 429, limited=_flood_message(exc, b.submissions), retry_after=exc.retry_after_s)
+        try:
+            receipt = b.service(hall()).submit(
+                form.category.data, form.text.data, contact=form.contact.data or "", window=form.window.data or None, staff=form.staff.data or None
+            )
+        except ComplaintRejected as exc:
+            if exc.code == "closed":
+                return _closed_page(503)
+            form.rejected(exc)
+            return _form_page(form, 422)
+        b.submissions.count(key)
     return render_template("complaints/receipt.html", receipt=receipt, transcribed=False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import sqlite3
+import threading
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -83,6 +84,8 @@ class ComplaintBox:
             monotonic=monotonic,
         )
         self.client_key = AddressKey(ADDRESS_ROTATE_S, monotonic=monotonic)
+        # Held from the limit check to the count, so the check and the count agree.
+        self.submitting = threading.Lock()
 
     @property
     def open(self) -> bool:
