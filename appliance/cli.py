@@ -96,7 +96,7 @@ def _start_simulator_page(config):
         hall.close()
         print(f"the config page cannot listen on {config.web.host}:{config.web.port} ({exc}); try --web-port 0", flush=True)
         return None
-    print(f"\nThe config page: {page.url}", flush=True)
+    print(f"\nThe config page: {page.url}   the public complaint form: {page.url.rstrip('/')}/ts", flush=True)
     for name, password in passwords.items():
         if password:
             print(f"    sign in as {name:<10} password {password}", flush=True)
@@ -116,6 +116,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.web_port is not None:
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, port=args.web_port))
+    config = _simulator_complaint_key(config)
     broker = None
     if not config.broker.host and not args.no_broker:
         if mosquitto_binary():
@@ -135,6 +136,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     finally:
         if broker:
             broker.stop()
+
+
+def _simulator_complaint_key(config):
+    """A simulated hall without a supervisor key gets a throwaway one beside its store.
+
+    So the complaint box is open in `make run`, and what it seals can be opened with
+    `hall-provision complaints open`. A real device's key comes only from its bundle.
+    """
+    if config.complaints.public_key is not None:
+        return config
+    from provisioning.complaints import keygen
+
+    private, public = config.store.path.parent / "simulator-supervisor.key", config.store.path.parent / "simulator-supervisor.pub"
+    if not public.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        private.unlink(missing_ok=True)
+        keygen(private, public)
+    print(
+        f"complaints are sealed to a simulator key; open them with:\n\n    hall-provision complaints open --key {private} --file CAPTURE\n",
+        flush=True,
+    )
+    return dataclasses.replace(config, complaints=dataclasses.replace(config.complaints, public_key=public))
 
 
 def _print_simulator_help(config) -> None:
@@ -229,6 +252,12 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .enroll import run
+
+    return run(args)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -280,6 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--generate", action="store_true", help="make a random password, print it, and have it changed at the first sign-in")
     pw.add_argument("--config", default=_default_config(), help="config whose store holds the accounts")
     pw.set_defaults(func=cmd_passwd)
+
+    en = sub.add_parser("enroll", help="install the bundle county IT made for this device (hall-provision bundle)")
+    en.add_argument("bundle", nargs="?", metavar="BUNDLE", help="the bundle, hall-bundle-DEVICE.tar.gz")
+    en.add_argument("--from-boot", action="store_true", help="enrol the hall-bundle*.tar.gz on the boot partition, then delete it; nothing there: exit 0")
+    en.add_argument("--boot-dir", default="/boot/firmware", metavar="DIR", help="the boot partition (default /boot/firmware)")
+    en.add_argument("--etc", default="/etc/hall-appliance", metavar="DIR", help="where the config and secrets go (default /etc/hall-appliance)")
+    en.add_argument("--serial-file", default="/proc/device-tree/serial-number", metavar="PATH", help="this Pi's serial number, checked against the bundle's")
+    en.add_argument("--force", action="store_true", help="enrol even if the device is enrolled as another id or the bundle names another Pi's serial")
+    en.set_defaults(func=cmd_enroll)
+
+    from .update import add_update_parser  # signed offline updates with rollback (docs/updates.md)
+
+    add_update_parser(sub)
 
     ver = sub.add_parser("version", help="print the software version")
     ver.set_defaults(func=cmd_version)

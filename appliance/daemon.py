@@ -137,6 +137,13 @@ def return_free_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+def _update() -> Any:
+    """appliance.update, imported on first use (the daemon rarely needs it)."""
+    from . import update
+
+    return update
+
+
 def _rejecting(validate, *errors):
     """Turn a service's own validation error (with ``field`` and ``reason``) into CommandRejected."""
 
@@ -448,6 +455,8 @@ class Daemon:
             "ratings_today": self.ratings.figures()["total"],
             "board": self.board.status() if self.board else None,
             "badge_reader": None if self.badge is None else {"connected": getattr(self.badge, "connected", True), "detail": getattr(self.badge, "detail", "simulated")},
+            # What the last software update did (the updater writes it beside the store).
+            "update": self._update_state(),
         }
 
     # -- commands and control -----------------------------------------------------------
@@ -501,10 +510,25 @@ class Daemon:
                 after=self.complaints.announce_status,
             ),
         )
+        # County IT announces a signed release (docs/updates.md). The daemon only checks the
+        # arguments and leaves a request file: the update restarts this process, so systemd's
+        # hall-update.path starts `hall-appliance update --request FILE` as root, outside it.
+        # appliance.update (tarfile, urllib, http) is imported only when one arrives.
+        self.router.register_action(
+            "update.install",
+            ActionHandler(
+                validate=lambda args: _update().validate_install_args(args),
+                apply=lambda conn, args: _update().request_install(self.config.store.path.parent, args),
+            ),
+        )
         self.router.register_action(
             "followup.close",
             ActionHandler(validate=_rejecting(self.ratings.validate_close, FollowupRejected), apply=self.ratings.apply_close),
         )
+
+    def _update_state(self) -> dict | None:
+        path = self.config.store.path.parent / "update-state.json"
+        return _update().read_update_state(path) if path.exists() else None
 
     def _complaint_sealer(self) -> Sealer | None:
         """The supervisor's key, or None (box closed, with an alarm while a key is configured)."""
