@@ -8,7 +8,7 @@ capture file or straight from the county broker — and prints them decrypted.
 A capture file holds one MQTT payload per line, exactly what ``mosquitto_sub`` prints
 without ``-v``::
 
-    mosquitto_sub -h BROKER -p 8883 --cafile ca.crt -u supervisor -P … -V mqttv5 \\
+    mosquitto_sub -h BROKER -p 8883 --cafile ca.crt -u svc_supervisor -P … -V mqttv5 \\
         -t 'hall/v1/+/+/+/evt/complaint/received' >> complaints.capture
 
 Events are compact JSON with no line breaks, so every line is one event. Blank lines are
