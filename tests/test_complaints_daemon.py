@@ -111,3 +111,21 @@ def test_the_board_scrolls_the_forms_address_among_the_hall_items(tmp_path):
         assert d.complaints.sealer is None  # no key configured: the box is closed, and says so
     finally:
         d.stop()
+
+
+def test_the_simulator_seals_to_a_throwaway_key_it_keeps_beside_its_store(tmp_path, capsys):
+    from appliance.cli import _simulator_complaint_key
+
+    config = load_config(write_config(tmp_path / "sim"))
+    assert config.complaints.public_key is None
+    first = _simulator_complaint_key(config)
+    private = config.store.path.parent / "simulator-supervisor.key"
+    assert first.complaints.public_key == config.store.path.parent / "simulator-supervisor.pub"
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    assert f"hall-provision complaints open --key {private}" in capsys.readouterr().out
+    # The next start keeps the same key, so what was sealed before still opens.
+    before = first.complaints.public_key.read_bytes()
+    assert _simulator_complaint_key(config).complaints.public_key.read_bytes() == before
+    Sealer.from_file(first.complaints.public_key)
+    # A configured key is never replaced.
+    assert _simulator_complaint_key(first) is first
