@@ -78,7 +78,7 @@ from services.sink import EventSpec  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "latest.json"
 PYTHON = sys.executable
 # Our own top-level packages: whatever else a running daemon has loaded is third-party or stdlib.
-OWN_PACKAGES = {"appliance", "drivers", "services"}
+OWN_PACKAGES = {"appliance", "services", "drivers", "provisioning", "bench", "tests"}
 # Both the envelope (json.dumps with compact separators) and the bare payloads carry "seq":N;
 # a regex finds it without paying for a JSON parse in the subscriber.
 SEQ_RE = re.compile(rb'"seq":(\d+)')
