@@ -319,13 +319,39 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--force", action="store_true", help="enrol even if the device is enrolled as another id or the bundle names another Pi's serial")
     en.set_defaults(func=cmd_enroll)
 
-    from .update import add_update_parser  # signed offline updates with rollback (docs/updates.md)
-
-    add_update_parser(sub)
+    _add_update_parser(sub)
 
     ver = sub.add_parser("version", help="print the software version")
     ver.set_defaults(func=cmd_version)
     return p
+
+
+def _add_update_parser(sub: argparse._SubParsersAction) -> None:
+    """``hall-appliance update`` (appliance/update.py, imported only when it runs: the daemon never needs it)."""
+    p = sub.add_parser(
+        "update",
+        help="install a signed release bundle, rolling back by itself if it does not start (docs/updates.md)",
+        description="Verify a release bundle signed by the county, install it beside the running release, switch to it, and switch back if it does not become healthy.",
+        epilog="Exit status: 0 installed (or nothing newer to install), 1 refused or failed with nothing changed, 2 bad arguments, 3 rolled back to the old release, 4 neither release would start.",
+    )
+    p.add_argument("bundle", nargs="?", type=Path, help="the bundle file (hall-appliance-<version>.tar)")
+    p.add_argument("--from-dir", type=Path, metavar="DIR", help="install the newest valid bundle in DIR (a USB stick or the boot partition)")
+    p.add_argument("--url", help="download the bundle from the county's file server (with --sha256)")
+    p.add_argument("--sha256", help="the bundle's sha256, with --url")
+    p.add_argument("--size", type=int, help="the bundle's size in bytes, with --url (optional)")
+    p.add_argument("--request", type=Path, metavar="FILE", help="carry out an update.install request the daemon left (systemd's hall-update unit passes this)")
+    p.add_argument("--ca-file", metavar="PATH", help="a CA certificate to trust besides the system's for an https file server (default with --request: the device's county CA, [broker.tls] ca_file or ROOT/etc/hall-appliance/ca.crt)")
+    p.add_argument("--root", type=Path, default=Path("/"), help="the device's root (default /; tests use a temporary directory)")
+    p.add_argument("--config", type=Path, help="the appliance config (default ROOT/etc/hall-appliance/appliance.toml)")
+    p.add_argument("--force", action="store_true", help="county IT: install even if the bundle is not newer than the running release")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds the new release has to report READY and be healthy (default 60)")
+    p.set_defaults(func=cmd_update)
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from .update import cmd_update as update
+
+    return update(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1783,28 +1783,6 @@ def _remove_request(path: Path) -> None:
 # -- the command line --------------------------------------------------------------------------------
 
 
-def add_update_parser(sub: argparse._SubParsersAction) -> None:
-    """``hall-appliance update``: the subcommand, for appliance/cli.py."""
-    p = sub.add_parser(
-        "update",
-        help="install a signed release bundle, rolling back by itself if it does not start (docs/updates.md)",
-        description="Verify a release bundle signed by the county, install it beside the running release, switch to it, and switch back if it does not become healthy.",
-        epilog="Exit status: 0 installed (or nothing newer to install), 1 refused or failed with nothing changed, 2 bad arguments, 3 rolled back to the old release, 4 neither release would start.",
-    )
-    p.add_argument("bundle", nargs="?", type=Path, help="the bundle file (hall-appliance-<version>.tar)")
-    p.add_argument("--from-dir", type=Path, metavar="DIR", help="install the newest valid bundle in DIR (a USB stick or the boot partition)")
-    p.add_argument("--url", help="download the bundle from the county's file server (with --sha256)")
-    p.add_argument("--sha256", help="the bundle's sha256, with --url")
-    p.add_argument("--size", type=int, help="the bundle's size in bytes, with --url (optional)")
-    p.add_argument("--request", type=Path, metavar="FILE", help="carry out an update.install request the daemon left (systemd's hall-update unit passes this)")
-    p.add_argument("--ca-file", metavar="PATH", help="a CA certificate to trust besides the system's for an https file server (default with --request: the device's county CA, [broker.tls] ca_file or ROOT/etc/hall-appliance/ca.crt)")
-    p.add_argument("--root", type=Path, default=Path("/"), help="the device's root (default /; tests use a temporary directory)")
-    p.add_argument("--config", type=Path, help="the appliance config (default ROOT/etc/hall-appliance/appliance.toml)")
-    p.add_argument("--force", action="store_true", help="county IT: install even if the bundle is not newer than the running release")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds the new release has to report READY and be healthy (default 60)")
-    p.set_defaults(func=cmd_update)
-
-
 def cmd_update(args: argparse.Namespace) -> int:
     sources = [s for s in (args.bundle, args.from_dir, args.url, args.request) if s]
     if len(sources) != 1:

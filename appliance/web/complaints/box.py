@@ -13,9 +13,7 @@ import io
 import sqlite3
 import threading
 from dataclasses import replace
-from typing import Any, Callable
-
-import segno
+from typing import TYPE_CHECKING, Any, Callable
 
 from services.complaints import AddressKey, Complaints, KeyInvalid, Sealer, SubmissionLimiter
 from services.sink import EventSpec
@@ -24,6 +22,9 @@ from ...accounts import Accounts
 from ...config import ComplaintsConfig
 from ...events import Recorder
 from ..hall import Hall
+
+if TYPE_CHECKING:
+    import segno
 
 # Submissions: config.complaints.per_client_per_hour per client in an hour, and
 # config.complaints.per_minute for the whole form in a minute.
@@ -145,10 +146,13 @@ def wifi_payload(ssid: str, password: str | None) -> str:
     return f"WIFI:T:nopass;S:{wifi_escape(ssid)};;"
 
 
-def make_qr(data: str) -> segno.QRCode:
+def make_qr(data: str) -> "segno.QRCode":
     """The QR code of ``data``: always a full QR code (phones' cameras do not read Micro QR)."""
     # Error level M at least (segno raises it when the version has room to spare): a printed
     # notice gets scratched and faded.
+    # Imported here: only the printed notice needs it (segno's writers pull in xml.sax).
+    import segno
+
     return segno.make_qr(data, error="m")
 
 
