@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -675,3 +676,18 @@ def test_a_damaged_store_is_reported_not_moved_aside_by_the_page(hall_dir, clock
     with pytest.raises(StoreError, match="the daemon repairs it when it starts"):
         create_app({"HALL_CONFIG": str(config), "HALL_CLOCK": clock})
     assert db.read_bytes().startswith(b"this is not a database")
+
+
+def test_status_page_shows_the_previous_software_and_what_the_last_update_came_to(client, config_path):
+    """From the updater's update-state.json when the daemon is down (the daemon's status says the same when it runs)."""
+    state = {
+        "running": "0.1.0",
+        "previous": "0.2.0",
+        "last": {"outcome": "rolled_back", "version": "0.2.0", "from_version": "0.1.0", "at": "2026-11-25T21:30:00+08:00", "reason": "the new release never reported READY within 60 s"},
+    }
+    (load_config(config_path).store.path.parent / "update-state.json").write_text(json.dumps(state), encoding="utf-8")
+    as_role(client, "director")
+    page = client.get("/").text
+    assert "上一版本" in page and "0.2.0" in page
+    assert "新版本未能启动，已恢复运行上一版本" in page and "never reported READY" in page
+    assert client.get("/api/status").json["update"]["last"]["outcome"] == "rolled_back"

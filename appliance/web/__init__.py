@@ -33,7 +33,7 @@ from ..store import Store
 from .error_pages import error_page
 from .guards import end_session
 from .hall import Hall, hall
-from .labels import AUDIT_ACTIONS, DEFAULT_LANGUAGE, FLAG_NAMES, HTML_LANG, LANGUAGES, LEVEL_NAMES, OUTBOX_STATES, ROLE_NAMES, SETTING_NAMES, SETTING_SOURCES, UPLINK_STATES
+from .labels import AUDIT_ACTIONS, DEFAULT_LANGUAGE, FLAG_NAMES, HTML_LANG, LANGUAGES, LEVEL_NAMES, OUTBOX_STATES, ROLE_NAMES, SETTING_NAMES, SETTING_SOURCES, UPDATE_OUTCOMES, UPLINK_STATES
 
 DEFAULT_CONFIG = "/etc/hall-appliance/appliance.toml"
 
@@ -238,6 +238,7 @@ def _page_globals() -> dict:
         "level_names": LEVEL_NAMES,
         "flag_names": FLAG_NAMES,
         "uplink_states": UPLINK_STATES,
+        "update_outcomes": UPDATE_OUTCOMES,
         "outbox_states": OUTBOX_STATES,
         "setting_names": SETTING_NAMES,
         "setting_sources": SETTING_SOURCES,

@@ -34,6 +34,15 @@ UPLINK_STATES = {
     "stopped": _l("stopped"),
 }
 
+# What the last software update came to (appliance/update.py's update-state.json).
+UPDATE_OUTCOMES = {
+    "succeeded": _l("installed"),
+    "rolled_back": _l("did not start: the previous software runs again"),
+    "refused": _l("refused before anything changed"),
+    "failed": _l("failed; the previous software runs"),
+    "broken": _l("neither the new nor the previous software would start"),
+}
+
 OUTBOX_STATES = {
     "pending": _l("waiting to be sent"),
     "published": _l("sent, awaiting acknowledgement"),

@@ -69,7 +69,18 @@ def collect_status(h: Hall) -> dict:
         "alarms": [asdict(a) for a in h.store.active_alarms()],
         "today": todays_figures(h, today),
         "recent_events": h.store.recent_events(RECENT_EVENTS),
+        "update": live.get("update") if live else _update_state(h),
     }
+
+
+def _update_state(h: Hall) -> dict | None:
+    """The last software update's outcome from the updater's file, when the daemon cannot say."""
+    path = h.config.store.path.parent / "update-state.json"
+    if not path.exists():
+        return None
+    from ...update import read_update_state
+
+    return read_update_state(path)
 
 
 @bp.get("/")
