@@ -33,7 +33,6 @@ import re
 import stat
 import subprocess
 import tarfile
-import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .errors import ApplianceError, ConfigError
+from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -217,23 +217,6 @@ def _owner(user: str | None) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def _install(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """Write ``path`` atomically with ``mode`` and ``owner``, set before any byte is written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -403,7 +386,7 @@ def enroll(
         owner = _owner(spec.owner)
         if spec.owner and owner is None and os.geteuid() == 0:
             result.warnings.append(f"user {spec.owner!r} does not exist: {name} stays root's, and the service cannot read it; install the appliance (its users) and enrol again")
-        _install(etc / name, bundle.files[name], spec.mode, owner)
+        write_atomic(etc / name, bundle.files[name], spec.mode, owner)
         result.installed.append((etc / name, spec.mode, spec.owner if owner else _whoami()))
     if "complaints.pub" not in bundle.files:
         result.warnings.append("the bundle has no complaint supervisor's key: the complaint box stays closed until a bundle brings one")
@@ -424,9 +407,9 @@ def enroll(
     _give_store_to_daemon(config.store.path)
     result.store = config.store.path
 
-    _install(etc / INSTALLED_MANIFEST, json.dumps(bundle.manifest, ensure_ascii=False, indent=2).encode() + b"\n", 0o644, None)
+    write_atomic(etc / INSTALLED_MANIFEST, json.dumps(bundle.manifest, ensure_ascii=False, indent=2).encode() + b"\n", 0o644)
     # Last, atomically: only now does the device look enrolled as this id.
-    _install(etc / "appliance.toml", bundle.files["appliance.toml"], 0o644, None)
+    write_atomic(etc / "appliance.toml", bundle.files["appliance.toml"], 0o644)
     result.installed.append((etc / "appliance.toml", 0o644, _whoami()))
     _fsync_dir(etc)
     if ntp_server is not None:
@@ -478,7 +461,7 @@ def _set_ntp_server(result: Enrolment, server: str, dropin_dir: Path, runner: Co
         log.debug("cannot read %s: %s", path, exc)
     try:
         dropin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        _install(path, text.encode("utf-8"), 0o644, None)
+        write_atomic(path, text.encode("utf-8"), 0o644)
     except OSError as exc:
         result.ntp_dropin, result.ntp_restart = None, None
         result.warnings.append(f"could not write {path} ({exc.strerror or exc}); the county's NTP server {server} is not set: run `sudo python3 systemd/install.py --ntp-server {server}` (docs/install.md)")

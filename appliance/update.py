@@ -42,7 +42,6 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -61,6 +60,7 @@ from .config import Config, load_config
 from .control import ControlClient
 from .errors import ApplianceError, CommandRejected, ControlError
 from .events import Recorder
+from .files import fsync_dir, write_atomic
 from .store import PERSON, SCHEMA_VERSION, STREAMS, TELEMETRY, Recorded
 
 log = logging.getLogger(__name__)
@@ -537,41 +537,13 @@ def point(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
-    _fsync_dir(link.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(link.parent)
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` whole, safely in a directory others can write.
-
-    mkstemp creates a new name with O_EXCL (it never opens a name that exists, a planted
-    symlink included), the mode is set on the open file, and rename replaces a symlink at
-    ``path`` instead of writing through it.
-    """
+    """:func:`write_atomic` for text, making the directory first (the state directory may not exist yet)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, text.encode("utf-8"), mode)
 
 
 def _read_regular(path: Path, limit: int) -> bytes:
@@ -866,7 +838,7 @@ def backup_store(db: Path, dest: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 def restore_store(db: Path, backup: Path, owner: os.stat_result | None = None) -> None:
@@ -1218,7 +1190,7 @@ class Updater:
                 raise InstallFailed(f"the bundle's hall_appliance wheel installs version {got}, its manifest says {manifest.version}", "ask the county to build the bundle again")
             info = {"version": manifest.version, "store_schema": manifest.store_schema, "created": manifest.created, "installed": _now(), "bundle": bundle.name}
             _write_atomic(partial / RELEASE_INFO, json.dumps(info, indent=2) + "\n")
-            _fsync_dir(releases)
+            fsync_dir(releases)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import ssl
 import stat
 import sys
@@ -46,6 +45,8 @@ from services.complaints import (
     show_fingerprint,
 )
 
+from .keyfiles import write_key_pair
+
 DEFAULT_TOPIC = "hall/v1/+/+/+/evt/complaint/received"
 EXIT_OK, EXIT_UNOPENED, EXIT_USAGE = 0, 1, 2
 
@@ -67,14 +68,6 @@ def keygen(private_out: str | Path, public_out: str | Path) -> str:
     The private key is created 0600 and neither file may exist already. If the public key
     cannot be written, the private key just made is removed again.
     """
-    private_out, public_out = Path(private_out), Path(public_out)
-    if private_out.resolve() == public_out.resolve():
-        raise ProvisionError("--private-out and --public-out name the same file; give two paths")
-    for path in (private_out, public_out):
-        if path.exists() or path.is_symlink():
-            raise KeyFileExists(f"{path} exists; keygen never overwrites a key (complaints sealed to it would become unreadable). Move it away first, or choose another path")
-        if not path.parent.is_dir():
-            raise ProvisionError(f"{path.parent} is not a directory; create it first")
     secret = PrivateKey.generate()
     public = bytes(secret.public_key)
     kid = key_id(public)
@@ -94,27 +87,17 @@ def keygen(private_out: str | Path, public_out: str | Path) -> str:
         "bundle. Devices seal complaints to it; it cannot open them.\n"
         f"Fingerprint: {fingerprint}",
     )
-    _write_new(private_out, private_text, 0o600)
-    try:
-        _write_new(public_out, public_text, 0o644)
-    except BaseException:
-        private_out.unlink(missing_ok=True)
-        raise
+    write_key_pair(
+        Path(private_out),
+        Path(public_out),
+        private_text,
+        public_text,
+        tool="keygen",
+        why="complaints sealed to it would become unreadable",
+        error=ProvisionError,
+        exists=KeyFileExists,
+    )
     return kid
-
-
-def _write_new(path: Path, text: str, mode: int) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    except FileExistsError:
-        raise KeyFileExists(f"{path} exists; keygen never overwrites a key. Move it away first, or choose another path") from None
-    try:
-        # The umask can only take bits away; set exactly the mode asked for.
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ from appliance.update import (
     wheel_tags,
 )
 
+from .keyfiles import write_key_pair
+
 REPO = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -65,52 +67,29 @@ def keygen(private_out: str | Path, public_out: str | Path) -> str:
 
     The private key is created 0600; neither file may exist already.
     """
-    private_out, public_out = Path(private_out), Path(public_out)
-    if private_out.resolve() == public_out.resolve():
-        raise ReleaseError("--private-out and --public-out name the same file; give two paths")
-    for path in (private_out, public_out):
-        if path.exists() or path.is_symlink():
-            raise KeyFileExists(f"{path} exists; release-keygen never overwrites a key (every hall trusts the public key it was given). Move it away first, or choose another path")
-        if not path.parent.is_dir():
-            raise ReleaseError(f"{path.parent} is not a directory; create it first")
     signing = SigningKey.generate()
     public = bytes(signing.verify_key)
     kid = key_id(public)
-    _write_new(
-        private_out,
-        format_key_file(
-            PRIVATE_KEY_TAG,
-            bytes(signing),
-            "County release signing key (PRIVATE; hall appliance software updates, Ed25519).\n"
-            "Whoever holds it can install software on every hall. Keep it offline with county IT,\n"
-            "backed up; never on a hall device, a share or in e-mail.\n"
-            f"Public key fingerprint: {kid}",
-        ),
-        0o600,
+    private_text = format_key_file(
+        PRIVATE_KEY_TAG,
+        bytes(signing),
+        "County release signing key (PRIVATE; hall appliance software updates, Ed25519).\n"
+        "Whoever holds it can install software on every hall. Keep it offline with county IT,\n"
+        "backed up; never on a hall device, a share or in e-mail.\n"
+        f"Public key fingerprint: {kid}",
     )
-    try:
-        _write_new(
-            public_out,
-            format_key_file(PUBLIC_KEY_TAG, public, f"County release public key: install it on every hall as /etc/hall-appliance/release.pub.\nFingerprint: {kid}"),
-            0o644,
-        )
-    except BaseException:
-        private_out.unlink(missing_ok=True)
-        raise
+    public_text = format_key_file(PUBLIC_KEY_TAG, public, f"County release public key: install it on every hall as /etc/hall-appliance/release.pub.\nFingerprint: {kid}")
+    write_key_pair(
+        Path(private_out),
+        Path(public_out),
+        private_text,
+        public_text,
+        tool="release-keygen",
+        why="every hall trusts the public key it was given",
+        error=ReleaseError,
+        exists=KeyFileExists,
+    )
     return kid
-
-
-def _write_new(path: Path, text: str, mode: int) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    except FileExistsError:
-        raise KeyFileExists(f"{path} exists; release-keygen never overwrites a key. Move it away first, or choose another path") from None
-    try:
-        os.fchmod(fd, mode)  # the umask only takes bits away: set exactly this mode
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_signing_key(path: str | Path) -> SigningKey:

@@ -21,7 +21,6 @@ import fcntl
 import json
 import os
 import secrets
-import tempfile
 import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Iterator
 
 from appliance.config import parse_config
 from appliance.errors import ConfigError
+from appliance.files import write_atomic
 
 from . import pki
 from .complaints import ProvisionError
@@ -102,18 +102,7 @@ def write_private(path: Path, data: bytes | str, mode: int = 0o600) -> None:
     """Write ``path`` atomically with exactly ``mode`` (a temporary file renamed over it)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        # mkstemp makes 0600; set exactly the mode asked for whatever the umask.
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, raw, mode)
 
 
 class WorkspaceExists(ProvisionError, FileExistsError):
