@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 PERSON = "person"
 TELEMETRY = "telemetry"
 STREAMS = (PERSON, TELEMETRY)
+# Checkpoints (copying the WAL back into the database file: two fsyncs and the pages) are
+# the daemon's main-loop work (Store.checkpoint), never a person's: the recording connection
+# checkpoints by itself only as a backstop, once the WAL has grown this many frames (16 MiB)
+# because nothing else did (a process without the daemon's loop, such as the page alone).
+WAL_BACKSTOP_FRAMES = 4000
 
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append.
 MIGRATIONS: tuple[str, ...] = (
@@ -341,6 +346,9 @@ class Store:
         self.reserve_path = self.path.with_name(self.path.name + ".reserve")
         self._free_bytes = free_bytes or (lambda p: shutil.disk_usage(p).free)
         self._lock = threading.RLock()
+        # The bookkeeping connection's own lock: its checkpoints run under this one alone, so
+        # a press is never queued behind one. Order: _bk_lock before _lock, never the reverse.
+        self._bk_lock = threading.Lock()
         self._listeners: list[Callable[[Recorded], None]] = []
         self.recovered_from: Path | None = None
         # Only the daemon moves a damaged file aside; another process (the web page) that
@@ -353,7 +361,7 @@ class Store:
         # Delivery bookkeeping (published, acked) goes through a second connection with
         # synchronous=NORMAL: losing the last few marks in a power cut only means a resend,
         # which consumers de-duplicate, and it spares the card an fsync per PUBACK.
-        self._bk = self._connect("NORMAL")
+        self._bk = self._connect("NORMAL", autocheckpoint=0)
         self.store_id: str = self._meta("store_id")
         self._depth = self._count_unacked()
         if recover:
@@ -361,7 +369,7 @@ class Store:
 
     # -- opening ------------------------------------------------------------------------
 
-    def _connect(self, synchronous: str = "FULL") -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "FULL", autocheckpoint: int = WAL_BACKSTOP_FRAMES) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) so a seq is
         # allocated and used under one write lock.
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
@@ -375,6 +383,7 @@ class Store:
         # connections, on a Pi Zero 2 with 512 MB for everything. Reads the cache misses
         # come from the kernel's page cache, not the card.
         conn.execute("PRAGMA cache_size = -512")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint)}")
         return conn
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -442,7 +451,7 @@ class Store:
 
     def close(self) -> None:
         """Close the database; the store is unusable afterwards."""
-        with self._lock:
+        with self._bk_lock, self._lock:
             self._bk.close()
             self._conn.close()
 
@@ -536,7 +545,7 @@ class Store:
             return
         now = time.time()
         params = [(now, now, i) for i in row_ids] if final else [(now, i) for i in row_ids]
-        with self._lock:
+        with self._bk_lock, self._lock:
             self._bk.execute("BEGIN")
             try:
                 if final:
@@ -558,12 +567,12 @@ class Store:
 
     def mark_refused(self, row_id: int, reason: str) -> None:
         """The broker refused the row (e.g. by ACL); it stays pending."""
-        with self._lock:
+        with self._bk_lock, self._lock:
             self._bk.execute("UPDATE outbox SET refused = ? WHERE id = ?", (reason, row_id))
 
     def apply_ack(self, stream: str, upto_seq: int) -> int:
         """Mark every row of ``stream`` up to ``upto_seq`` acknowledged; returns how many changed."""
-        with self._lock:
+        with self._bk_lock, self._lock:
             n = self._bk.execute(
                 "UPDATE outbox SET state = 'acked', acked_at = ? WHERE stream = ? AND seq <= ? AND state != 'acked'",
                 (time.time(), stream, upto_seq),
@@ -633,6 +642,19 @@ class Store:
             n = self._conn.execute("DELETE FROM outbox WHERE state = 'acked' AND acked_at < ?", (cutoff,)).rowcount
             self._conn.execute("DELETE FROM commands_seen WHERE received_at < ?", (cutoff - 30 * 86400,))
         return n
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy what the WAL holds into the database file; returns (frames in the WAL, copied).
+
+        PASSIVE: it neither waits for nor blocks a writer, and it runs on the bookkeeping
+        connection under that connection's lock alone, so a press recorded meanwhile goes
+        straight on. With nothing new in the WAL it costs no write and no fsync. The daemon
+        calls it from its main loop (CHECKPOINT_INTERVAL_S); the next commit after a complete
+        checkpoint starts the WAL file over from its beginning.
+        """
+        with self._bk_lock:
+            _busy, frames, copied = self._bk.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return frames, copied
 
     def free_bytes(self) -> int:
         """Free space on the store's file system."""

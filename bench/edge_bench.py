@@ -6,6 +6,11 @@ On mock pins the callback runs in the driving thread, so the time until drive_lo
 is the time until the row is committed. The baseline inserts a payload of the same size
 into a bare WAL database with synchronous=FULL. Each figure is the median of 5 repetitions.
 
+As in the daemon, a thread copies the WAL back every CHECKPOINT_INTERVAL_S (Store.checkpoint,
+the daemon's main loop does the same) while the presses go on; the recording connection's own
+backstop checkpoint (WAL_BACKSTOP_FRAMES) is left on, so where it lands in a press it shows
+in the max row. The bare insert keeps SQLite's default checkpointing.
+
     .venv/bin/python bench/edge_bench.py [--quick]
 """
 
@@ -17,6 +22,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from appliance.clock import FakeClock  # noqa: E402
 from appliance.config import DeviceConfig, WindowConfig  # noqa: E402
+from appliance.daemon import CHECKPOINT_INTERVAL_S  # noqa: E402
 from appliance.events import Recorder  # noqa: E402
 from appliance.store import Store  # noqa: E402
 from drivers.buttons import WindowButtons  # noqa: E402
@@ -54,6 +61,14 @@ def edge_to_commit(samples: int, warmup: int) -> tuple[list[float], int]:
         buttons = WindowButtons(WINDOWS, factory, ratings.press, clock=lambda: contact_time[0], debounce_s=0.05)
         pin = buttons.pin("w1", "satisfied")
         latencies = []
+        done = threading.Event()
+
+        def checkpoints() -> None:  # the daemon's main loop, as far as the store is concerned
+            while not done.wait(CHECKPOINT_INTERVAL_S):
+                store.checkpoint()
+
+        checkpointer = threading.Thread(target=checkpoints, daemon=True)
+        checkpointer.start()
         try:
             for i in range(warmup + samples):
                 contact_time[0] += 1.0
@@ -70,6 +85,8 @@ def edge_to_commit(samples: int, warmup: int) -> tuple[list[float], int]:
             if rows != warmup + samples:
                 raise RuntimeError(f"expected {warmup + samples} ratings, found {rows}")
         finally:
+            done.set()
+            checkpointer.join()
             buttons.close()
             factory.close()
             store.close()
@@ -97,7 +114,7 @@ def bare_insert(samples: int, warmup: int, payload_bytes: int) -> list[float]:
 
 def run(samples: int = 500, warmup: int = 50, reps: int = 5) -> dict:
     """The figure: p50 and p99 of both sides, median over ``reps`` with min and max."""
-    sides = {"appliance": {"p50": [], "p99": []}, "bare": {"p50": [], "p99": []}}
+    sides = {"appliance": {"p50": [], "p99": [], "max": []}, "bare": {"p50": [], "p99": [], "max": []}}
     payload_bytes = 0
     for _ in range(reps):
         ours, payload_bytes = edge_to_commit(samples, warmup)
@@ -105,8 +122,9 @@ def run(samples: int = 500, warmup: int = 50, reps: int = 5) -> dict:
         for side, values in (("appliance", ours), ("bare", bare)):
             sides[side]["p50"].append(percentile(values, 50))
             sides[side]["p99"].append(percentile(values, 99))
+            sides[side]["max"].append(max(values))
     out = {"samples": samples, "warmup": warmup, "reps": reps, "payload_bytes": payload_bytes}
-    for q in ("p50", "p99"):
+    for q in ("p50", "p99", "max"):
         ours, bare = statistics.median(sides["appliance"][q]), statistics.median(sides["bare"][q])
         out[q] = {
             "appliance_ms": {"median": ours, "min": min(sides["appliance"][q]), "max": max(sides["appliance"][q])},
@@ -122,7 +140,7 @@ def table(fig: dict) -> str:
         f"pin edge → outbox row committed ({fig['samples']} presses after {fig['warmup']} warm-up, median of {fig['reps']}, payload {fig['payload_bytes']} B)",
         f"{'figure':<12} {'appliance ms [min–max]':<26} {'bare FULL insert ms [min–max]':<30} {'ratio':>6}  target",
     ]
-    for q in ("p50", "p99"):
+    for q in ("p50", "p99", "max"):
         a, b = fig[q]["appliance_ms"], fig[q]["bare_ms"]
         target = f"≤ {TARGET:g}× bare → {fig['result']}" if q == "p99" else "(info)"
         lines.append(f"{q:<12} {a['median']:.3f} [{a['min']:.3f}–{a['max']:.3f}]{'':<6} {b['median']:.3f} [{b['min']:.3f}–{b['max']:.3f}]{'':<9} {fig[q]['ratio']:>5.2f}×  {target}")

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from appliance.clock import FakeClock
 from appliance.config import load_config
 from appliance.control import ControlClient, ControlServer
+from appliance import daemon as daemon_module
 from appliance.daemon import Daemon
 from appliance.errors import ControlError
 from conftest import REPO, write_config
@@ -46,6 +48,29 @@ def test_without_a_broker_presses_are_recorded_and_queued(offline_daemon):
     event = d.store.recent_events(2)[1]
     assert event["data"]["level_label"] == "非常不满意"
     assert event["outbox_state"] == "pending"
+
+
+def test_the_main_loop_copies_the_wal_back_after_a_press(offline_daemon, monkeypatch):
+    d = offline_daemon
+    monkeypatch.setattr(daemon_module, "CHECKPOINT_INTERVAL_S", 0.05)
+    copied = []
+    checkpoint = d.store.checkpoint
+    monkeypatch.setattr(d.store, "checkpoint", lambda: copied.append(checkpoint()) or copied[-1])
+    db = Path(d.config.store.path)
+    size = db.stat().st_size
+    d.buttons.press("w1", "satisfied")
+    assert db.stat().st_size == size  # the press itself left its pages in the WAL
+    loop = threading.Thread(target=d.serve, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(n for _, n in copied) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        d.stopping.set()
+        loop.join(5)
+    assert any(n for _, n in copied), f"the loop never copied the WAL back: {copied}"
+    assert db.stat().st_size > size
 
 
 def test_events_before_sync_are_marked_and_an_anchor_follows_the_sync(offline_daemon):

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from appliance.clock import FakeClock
 from appliance.config import DeviceConfig
 from appliance.errors import StoreFullError
 from appliance.events import Recorder
-from appliance.store import PERSON, TELEMETRY, Store
+from appliance.store import PERSON, TELEMETRY, WAL_BACKSTOP_FRAMES, Store
 
 DEVICE = DeviceConfig(id="hall-01", hall="测试政务服务中心", township="test-township", county="test-county")
 
@@ -39,6 +40,39 @@ def test_store_is_wal_with_full_synchronous_for_what_people_do(tmp_path):
     assert store.rows("PRAGMA journal_mode") == [("wal",)]
     assert store.rows("PRAGMA synchronous") == [(2,)]  # FULL
     assert store.rows("PRAGMA user_version")[0][0] >= 1
+
+
+def test_recording_leaves_the_checkpoint_to_whoever_calls_checkpoint(tmp_path):
+    path = tmp_path / "hall.db"
+    rec = make_recorder(path)
+    store = rec.store
+    assert store.rows("PRAGMA wal_autocheckpoint") == [(WAL_BACKSTOP_FRAMES,)]
+    size_at_start = path.stat().st_size
+    # Well past SQLite's default of 1,000 frames, which would have checkpointed inside a commit.
+    recorded = [rec.record("rating.recorded", {"n": i}) for i in range(300)]
+    store.mark_published([r.id for r in recorded], final=True)
+    store.apply_ack(PERSON, 300)
+    assert path.stat().st_size == size_at_start  # every new page is still in the WAL
+    frames, copied = store.checkpoint()
+    assert frames > 1000 and copied == frames
+    assert path.stat().st_size > size_at_start
+    store.close()
+    reopened = Store(path, reserve_mb=0, free_space_floor_mb=0)
+    assert reopened.last_seq(PERSON) == 300
+
+
+def test_a_press_goes_straight_on_while_a_checkpoint_runs(tmp_path):
+    rec = make_recorder(tmp_path / "hall.db")
+    done = threading.Event()
+
+    def press():
+        rec.record("rating.recorded", {"window": "w1"})
+        done.set()
+
+    # Store.checkpoint() copies the WAL holding the bookkeeping connection's lock alone.
+    with rec.store._bk_lock:
+        threading.Thread(target=press, daemon=True).start()
+        assert done.wait(5), "the press waited for the checkpoint"
 
 
 def test_person_and_telemetry_streams_number_without_gaps(tmp_path):
