@@ -1,7 +1,8 @@
 """The rating buttons at each window, read through gpiozero.
 
-Each button is a gpiozero ``Button`` on the configured pin factory, wired to ground with the
-internal pull-up. Debounce is decided here, in ``ContactDebouncer``, with an injectable clock:
+Each button is a gpiozero ``DigitalInputDevice`` on the configured pin factory, wired to
+ground with the internal pull-up: gpiozero's ``Button`` is the same device plus a hold thread
+per button (twenty idle threads in a four-window hall), and a held button is noticed here. Debounce is decided here, in ``ContactDebouncer``, with an injectable clock:
 gpiozero's mock pins ignore ``bounce_time`` (so tests could not see it), real contacts chatter
 for several milliseconds, and a jammed button must be reported once rather than counted. The
 simulator presses a button by driving its mock pin, so a simulated press takes the same path
@@ -15,7 +16,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from gpiozero import Button, Factory
+from gpiozero import DigitalInputDevice, Factory
 
 from .gpio import MOCK_HISTORY
 
@@ -109,7 +110,7 @@ class WindowButtons:
         self.factory = pin_factory
         self.on_press = on_press
         self.on_stuck = on_stuck
-        self.buttons: dict[tuple[str, str], Button] = {}
+        self.buttons: dict[tuple[str, str], DigitalInputDevice] = {}
         self.contacts: dict[tuple[str, str], ContactDebouncer] = {}
         self._lock = threading.Lock()
         try:
@@ -118,14 +119,14 @@ class WindowButtons:
                     key = (window.id, level)
                     # The factory's own bounce filter (lgpio, RPi.GPIO) takes the worst
                     # chatter off the CPU; ours still decides, with a clock tests control.
-                    button = Button(pin, pull_up=True, bounce_time=hardware_bounce_s, pin_factory=pin_factory)
+                    button = DigitalInputDevice(pin, pull_up=True, bounce_time=hardware_bounce_s, pin_factory=pin_factory)
                     self.buttons[key] = button
-                    self.contacts[key] = ContactDebouncer(clock, debounce_s, stuck_after_s, pressed=button.is_pressed)
-                    if button.is_pressed:
+                    self.contacts[key] = ContactDebouncer(clock, debounce_s, stuck_after_s, pressed=button.is_active)
+                    if button.is_active:
                         self.contacts[key].stuck = True
                         log.warning("button %s/%s is closed at start: treated as jammed until released", *key)
-                    button.when_pressed = self._handler(key, True)
-                    button.when_released = self._handler(key, False)
+                    button.when_activated = self._handler(key, True)
+                    button.when_deactivated = self._handler(key, False)
         except Exception:
             self.close()
             raise
