@@ -39,16 +39,13 @@ from .errors import CommandRejected, StoreError
 from .events import Recorder
 # SETTINGS and validate_settings live in a driver-free module the config page shares.
 from .settings import SETTINGS, merge_settings, validate_settings
-from .store import Store
+from .store import Checkpointer, Store
 from .systemd import notify, watchdog_interval
 from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
 MAINTENANCE_INTERVAL_S = 60.0
-# The WAL is copied back into the database file from this loop, at most this often and only
-# when something was written (Store.checkpoint): never inside a press's commit.
-CHECKPOINT_INTERVAL_S = 2.0
 BOARD_FPS = 30
 # Proof of play leaves at most this often (the counts are per item per day).
 PROOF_OF_PLAY_INTERVAL_S = 3600.0
@@ -179,6 +176,7 @@ class Daemon:
         self.board: BoardService | None = None
         self.display = None
         self.board_loop: BoardLoop | None = None
+        self.checkpointer: Checkpointer | None = None
         self._shown_duty: str | None = None
         self.pin_factory_name = ""
         self.pin_factory = None
@@ -272,6 +270,8 @@ class Daemon:
 
         self.control = ControlServer(c.control.socket, c.control.group)
         self._register_control()
+        self.checkpointer = Checkpointer(self.store)
+        self.checkpointer.start()
         self.uplink.start()
         self.control.start()
         if self.badge:
@@ -306,6 +306,8 @@ class Daemon:
             self.control.stop()
         if self.uplink and self.uplink.is_alive():
             self.uplink.stop()
+        if self.checkpointer:
+            self.checkpointer.stop()
         if self.store:
             self.store.close()
         log.info("hall appliance stopped")
@@ -318,7 +320,6 @@ class Daemon:
         next_health = time.monotonic() + self.settings["health_interval"]
         next_clock = 0.0
         next_play = time.monotonic() + PROOF_OF_PLAY_INTERVAL_S
-        next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
         while not self.stopping.wait(tick):
             now = time.monotonic()
             if interval and self.healthy():
@@ -331,9 +332,6 @@ class Daemon:
             if now >= next_clock:
                 next_clock = now + self.config.clock.check_interval_s
                 self.watch_clock()
-            if now >= next_checkpoint:
-                next_checkpoint = now + CHECKPOINT_INTERVAL_S
-                self.checkpoint()
             if now >= next_maintenance:
                 next_maintenance = now + MAINTENANCE_INTERVAL_S
                 self.maintenance()
@@ -404,13 +402,6 @@ class Daemon:
             # At start, or NTP lost its sources since: verdicts are provisional again.
             self.recorder.raise_alarm("clock_unsynced", "the clock is not synchronised; time-of-day verdicts stay provisional")
         self._was_synced = synced
-
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file here, off every person's path."""
-        try:
-            self.store.checkpoint()
-        except Exception as exc:  # noqa: BLE001 - sqlite3 errors from a busy or full disk; the next turn retries
-            log.warning("WAL checkpoint failed: %s", exc)
 
     def maintenance(self) -> None:
         """Prune acknowledged rows, watch free space and the outbox cap."""

@@ -35,10 +35,17 @@ PERSON = "person"
 TELEMETRY = "telemetry"
 STREAMS = (PERSON, TELEMETRY)
 # Checkpoints (copying the WAL back into the database file: two fsyncs and the pages) are
-# the daemon's main-loop work (Store.checkpoint), never a person's: the recording connection
-# checkpoints by itself only as a backstop, once the WAL has grown this many frames (16 MiB)
-# because nothing else did (a process without the daemon's loop, such as the page alone).
+# the Checkpointer thread's work, never a person's. The recording connection checkpoints by
+# itself only as a backstop, once the WAL has grown this many frames (16 MiB) because nothing
+# else did (a process without the daemon's checkpointer, such as the page alone).
 WAL_BACKSTOP_FRAMES = 4000
+# The checkpointer looks this often and copies the WAL back once this many rows were written
+# since it last did: about a hundred presses with their delivery marks, some 1,000 WAL frames
+# (SQLite's own default). Not more often: after a complete checkpoint the next commit starts
+# the WAL over and pays for one more fsync (its header), and in a quiet hall that commit would
+# be nearly every press.
+CHECKPOINT_INTERVAL_S = 2.0
+CHECKPOINT_AFTER_ROWS = 500
 
 # Each entry migrates the schema from version i to i+1; never edit a shipped entry, append.
 MIGRATIONS: tuple[str, ...] = (
@@ -349,6 +356,7 @@ class Store:
         # The bookkeeping connection's own lock: its checkpoints run under this one alone, so
         # a press is never queued behind one. Order: _bk_lock before _lock, never the reverse.
         self._bk_lock = threading.Lock()
+        self._checkpointed_at = 0  # rows written by both connections at the last checkpoint
         self._listeners: list[Callable[[Recorded], None]] = []
         self.recovered_from: Path | None = None
         # Only the daemon moves a damaged file aside; another process (the web page) that
@@ -643,17 +651,21 @@ class Store:
             self._conn.execute("DELETE FROM commands_seen WHERE received_at < ?", (cutoff - 30 * 86400,))
         return n
 
-    def checkpoint(self) -> tuple[int, int]:
+    def checkpoint(self, *, after_rows: int = 0) -> tuple[int, int] | None:
         """Copy what the WAL holds into the database file; returns (frames in the WAL, copied).
 
-        PASSIVE: it neither waits for nor blocks a writer, and it runs on the bookkeeping
-        connection under that connection's lock alone, so a press recorded meanwhile goes
-        straight on. With nothing new in the WAL it costs no write and no fsync. The daemon
-        calls it from its main loop (CHECKPOINT_INTERVAL_S); the next commit after a complete
-        checkpoint starts the WAL file over from its beginning.
+        Only once ``after_rows`` rows were written through this store since the last time
+        (None when fewer were). PASSIVE: it neither waits for nor blocks a writer, and it runs
+        on the bookkeeping connection under that connection's lock alone, so a press is never
+        queued behind it (they still share the card). With nothing new in the WAL it writes
+        nothing.
         """
         with self._bk_lock:
+            written = self._conn.total_changes + self._bk.total_changes
+            if written - self._checkpointed_at < after_rows:
+                return None
             _busy, frames, copied = self._bk.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._checkpointed_at = written
         return frames, copied
 
     def free_bytes(self) -> int:
@@ -804,3 +816,26 @@ class Store:
                         raise StoreFullError(f"no room to write to {self.path}: {exc}") from exc
                     raise StoreError(f"could not write to {self.path}: {exc}") from exc
                 raise
+
+
+class Checkpointer(threading.Thread):
+    """Copies the WAL back into the database file off every person's path (see Store.checkpoint)."""
+
+    def __init__(self, store: Store, interval_s: float | None = None, after_rows: int | None = None) -> None:
+        super().__init__(name="checkpoint", daemon=True)
+        self.store = store
+        self.interval_s = CHECKPOINT_INTERVAL_S if interval_s is None else interval_s
+        self.after_rows = CHECKPOINT_AFTER_ROWS if after_rows is None else after_rows
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval_s):
+            try:
+                self.store.checkpoint(after_rows=self.after_rows)
+            except Exception as exc:  # noqa: BLE001 - a busy or full disk; the next turn tries again
+                log.warning("WAL checkpoint failed: %s", exc)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(10)

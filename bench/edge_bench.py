@@ -6,10 +6,10 @@ On mock pins the callback runs in the driving thread, so the time until drive_lo
 is the time until the row is committed. The baseline inserts a payload of the same size
 into a bare WAL database with synchronous=FULL. Each figure is the median of 5 repetitions.
 
-As in the daemon, a thread copies the WAL back every CHECKPOINT_INTERVAL_S (Store.checkpoint,
-the daemon's main loop does the same) while the presses go on; the recording connection's own
-backstop checkpoint (WAL_BACKSTOP_FRAMES) is left on, so where it lands in a press it shows
-in the max row. The bare insert keeps SQLite's default checkpointing.
+As in the daemon, the store's Checkpointer thread copies the WAL back while the presses go
+on (appliance/store.py: every CHECKPOINT_INTERVAL_S once CHECKPOINT_AFTER_ROWS were written);
+the first commit after one restarts the WAL and pays an extra fsync, which shows in the max
+row. The bare insert keeps SQLite's default checkpointing, inside its own commits.
 
     .venv/bin/python bench/edge_bench.py [--quick]
 """
@@ -22,7 +22,6 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,9 +31,8 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from appliance.clock import FakeClock  # noqa: E402
 from appliance.config import DeviceConfig, WindowConfig  # noqa: E402
-from appliance.daemon import CHECKPOINT_INTERVAL_S  # noqa: E402
 from appliance.events import Recorder  # noqa: E402
-from appliance.store import Store  # noqa: E402
+from appliance.store import Checkpointer, Store  # noqa: E402
 from drivers.buttons import WindowButtons  # noqa: E402
 from services.calendar import HallCalendar  # noqa: E402
 from services.ratings import Ratings  # noqa: E402
@@ -61,13 +59,7 @@ def edge_to_commit(samples: int, warmup: int) -> tuple[list[float], int]:
         buttons = WindowButtons(WINDOWS, factory, ratings.press, clock=lambda: contact_time[0], debounce_s=0.05)
         pin = buttons.pin("w1", "satisfied")
         latencies = []
-        done = threading.Event()
-
-        def checkpoints() -> None:  # the daemon's main loop, as far as the store is concerned
-            while not done.wait(CHECKPOINT_INTERVAL_S):
-                store.checkpoint()
-
-        checkpointer = threading.Thread(target=checkpoints, daemon=True)
+        checkpointer = Checkpointer(store)  # as the daemon runs it
         checkpointer.start()
         try:
             for i in range(warmup + samples):
@@ -85,8 +77,7 @@ def edge_to_commit(samples: int, warmup: int) -> tuple[list[float], int]:
             if rows != warmup + samples:
                 raise RuntimeError(f"expected {warmup + samples} ratings, found {rows}")
         finally:
-            done.set()
-            checkpointer.join()
+            checkpointer.stop()
             buttons.close()
             factory.close()
             store.close()

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from appliance.clock import FakeClock
 from appliance.config import DeviceConfig
 from appliance.errors import StoreFullError
 from appliance.events import Recorder
-from appliance.store import PERSON, TELEMETRY, WAL_BACKSTOP_FRAMES, Store
+from appliance.store import CHECKPOINT_AFTER_ROWS, PERSON, TELEMETRY, WAL_BACKSTOP_FRAMES, Checkpointer, Store
 
 DEVICE = DeviceConfig(id="hall-01", hall="测试政务服务中心", township="test-township", county="test-county")
 
@@ -42,37 +43,78 @@ def test_store_is_wal_with_full_synchronous_for_what_people_do(tmp_path):
     assert store.rows("PRAGMA user_version")[0][0] >= 1
 
 
-def test_recording_leaves_the_checkpoint_to_whoever_calls_checkpoint(tmp_path):
+def rows_in_the_database_file(path: Path, sql: str) -> int:
+    """A count read from the database file alone, ignoring the WAL (what a checkpoint copied)."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_recording_leaves_the_checkpoint_to_the_checkpointer(tmp_path):
     path = tmp_path / "hall.db"
     rec = make_recorder(path)
     store = rec.store
     assert store.rows("PRAGMA wal_autocheckpoint") == [(WAL_BACKSTOP_FRAMES,)]
-    size_at_start = path.stat().st_size
+    assert store.checkpoint() is not None  # the migrations' pages: the file now has every table
     # Well past SQLite's default of 1,000 frames, which would have checkpointed inside a commit.
     recorded = [rec.record("rating.recorded", {"n": i}) for i in range(300)]
     store.mark_published([r.id for r in recorded], final=True)
     store.apply_ack(PERSON, 300)
-    assert path.stat().st_size == size_at_start  # every new page is still in the WAL
-    frames, copied = store.checkpoint()
+    count = "SELECT COUNT(*) FROM outbox"
+    assert rows_in_the_database_file(path, count) == 0  # all of it is still in the WAL
+    # Fewer rows written than asked for: nothing is copied.
+    assert store.checkpoint(after_rows=10_000) is None
+    assert rows_in_the_database_file(path, count) == 0
+    frames, copied = store.checkpoint(after_rows=CHECKPOINT_AFTER_ROWS)
     assert frames > 1000 and copied == frames
-    assert path.stat().st_size > size_at_start
-    store.close()
-    reopened = Store(path, reserve_mb=0, free_space_floor_mb=0)
-    assert reopened.last_seq(PERSON) == 300
+    assert rows_in_the_database_file(path, count) == 300
+    # A quiet hall: a few presses later the checkpointer still leaves the WAL alone.
+    for i in range(10):
+        rec.record("rating.recorded", {"n": i})
+    assert store.checkpoint(after_rows=CHECKPOINT_AFTER_ROWS) is None
+    assert rows_in_the_database_file(path, count) == 300
 
 
-def test_a_press_goes_straight_on_while_a_checkpoint_runs(tmp_path):
+def test_presses_and_the_checkpoint_never_wait_for_each_other(tmp_path):
     rec = make_recorder(tmp_path / "hall.db")
+    store = rec.store
+    rec.record("rating.recorded", {"window": "w1"})
     done = threading.Event()
 
     def press():
         rec.record("rating.recorded", {"window": "w1"})
         done.set()
 
-    # Store.checkpoint() copies the WAL holding the bookkeeping connection's lock alone.
-    with rec.store._bk_lock:
+    # The checkpoint holds the bookkeeping connection's lock alone while it copies...
+    with store._bk_lock:
         threading.Thread(target=press, daemon=True).start()
         assert done.wait(5), "the press waited for the checkpoint"
+    # ...and never needs the recording connection's lock, held during every press's commit.
+    result = []
+    with store._lock:
+        worker = threading.Thread(target=lambda: result.append(store.checkpoint()), daemon=True)
+        worker.start()
+        worker.join(5)
+        assert result and result[0][1] > 0, "the checkpoint waited for the press"
+
+
+def test_the_checkpointer_thread_copies_the_wal_back(tmp_path):
+    path = tmp_path / "hall.db"
+    rec = make_recorder(path)
+    checkpointer = Checkpointer(rec.store, interval_s=0.02, after_rows=20)
+    checkpointer.start()
+    try:
+        for i in range(10):  # three rows each with their counter: past 20
+            rec.record("rating.recorded", {"n": i})
+        deadline = time.monotonic() + 10
+        while rows_in_the_database_file(path, "SELECT COUNT(*) FROM outbox") < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        checkpointer.stop()
+    assert rows_in_the_database_file(path, "SELECT COUNT(*) FROM outbox") == 10
+    assert not checkpointer.is_alive()
 
 
 def test_person_and_telemetry_streams_number_without_gaps(tmp_path):
