@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from appliance import store as store_module
 from appliance.clock import FakeClock
 from appliance.config import load_config
 from appliance.control import ControlClient, ControlServer
-from appliance import store as store_module
 from appliance.daemon import Daemon
 from appliance.errors import ControlError
 from conftest import REPO, write_config
