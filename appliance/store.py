@@ -661,6 +661,7 @@ class Store:
         nothing.
         """
         with self._bk_lock:
+            # Reading the recording connection's counter needs no _lock: SQLite serialises it.
             written = self._conn.total_changes + self._bk.total_changes
             if written - self._checkpointed_at < after_rows:
                 return None
@@ -829,11 +830,19 @@ class Checkpointer(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
+        failing = False
         while not self._halt.wait(self.interval_s):
             try:
                 self.store.checkpoint(after_rows=self.after_rows)
             except Exception as exc:  # noqa: BLE001 - a busy or full disk; the next turn tries again
-                log.warning("WAL checkpoint failed: %s", exc)
+                # Nothing is lost meanwhile (the WAL holds it); said once, not every turn.
+                if not failing:
+                    log.warning("WAL checkpoint failed, retrying every %g s: %s", self.interval_s, exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("WAL checkpoint works again")
+                failing = False
 
     def stop(self) -> None:
         self._halt.set()

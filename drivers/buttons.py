@@ -1,8 +1,9 @@
 """The rating buttons at each window, read through gpiozero.
 
 Each button is a gpiozero ``DigitalInputDevice`` on the configured pin factory, wired to
-ground with the internal pull-up: gpiozero's ``Button`` is the same device plus a hold thread
-per button (twenty idle threads in a four-window hall), and a held button is noticed here. Debounce is decided here, in ``ContactDebouncer``, with an injectable clock:
+ground with the internal pull-up (gpiozero's ``Button`` is the same device plus a hold thread
+per button, waking ten times a second; a held button is noticed here instead). Debounce is
+decided here, in ``ContactDebouncer``, with an injectable clock:
 gpiozero's mock pins ignore ``bounce_time`` (so tests could not see it), real contacts chatter
 for several milliseconds, and a jammed button must be reported once rather than counted. The
 simulator presses a button by driving its mock pin, so a simulated press takes the same path

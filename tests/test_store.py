@@ -121,6 +121,31 @@ def test_the_checkpointer_thread_copies_the_wal_back(tmp_path):
     assert not checkpointer.is_alive()
 
 
+def test_a_failing_checkpoint_is_said_once_and_the_thread_keeps_trying(tmp_path, caplog):
+    rec = make_recorder(tmp_path / "hall.db")
+    attempts = []
+
+    def full_disk(**kwargs):
+        attempts.append(kwargs)
+        if len(attempts) <= 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        return None
+
+    rec.store.checkpoint = full_disk
+    checkpointer = Checkpointer(rec.store, interval_s=0.01)
+    with caplog.at_level("INFO", logger="appliance.store"):
+        checkpointer.start()
+        deadline = time.monotonic() + 10
+        while len(attempts) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        checkpointer.stop()
+    assert len(attempts) >= 5 and not checkpointer.is_alive()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "checkpoint failed" in m]) == 1
+    assert "database or disk is full" in messages[0]
+    assert "WAL checkpoint works again" in messages
+
+
 def test_person_and_telemetry_streams_number_without_gaps(tmp_path):
     rec = make_recorder(tmp_path / "hall.db")
     people = [rec.record("button.pressed", {"i": i}).seq for i in range(5)]
