@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import asdict
@@ -300,6 +301,12 @@ class Daemon:
             self.badge.stop()
         if self.board_loop:
             self.board_loop.stop()
+        try:
+            # The board has stopped counting: what it counted since the last report goes in
+            # the outbox now rather than vanishing with the process (a restart, an update).
+            self.publish_proof_of_play()
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("proof of play at stop could not be recorded: %s", exc)
         if self.display:
             self.display.close()
         if self.control:

@@ -246,3 +246,27 @@ def test_simulate_starts_a_private_broker_and_sim_press_shows_up_there(tmp_path)
         proc.send_signal(signal.SIGINT)
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_a_clean_stop_records_the_proof_of_play_counted_since_the_last_report(tmp_path):
+    path = write_config(tmp_path / "dev")
+    path.write_text(path.read_text().replace("[control]", '[display]\nenabled = true\ndriver = "emulator"\n\n[control]'))
+    d = Daemon(load_config(path), clock=FakeClock(), simulate=True)
+    d.start()
+    try:
+        item = {"id": "notice-1", "kind": "announcement", "text": "明日上午停水"}
+        topic = d.recorder.topics.desired("county", "board")
+        d.router.handle("set", "county", "board", json.dumps({"version": 1, "data": {"items": [item]}}, ensure_ascii=False).encode(), topic)
+        for _ in range(60):  # half a minute of the board on the fake clock: several showings
+            d.clock.advance(0.5)
+            d.board.next_frame()
+        assert "board.played" not in types(d)  # the hourly report is not due yet
+    finally:
+        d.stop()
+    store = store_module.Store(d.config.store.path, free_space_floor_mb=0, reserve_mb=0, recover=False)
+    try:
+        [(payload,)] = store.rows("SELECT payload FROM outbox WHERE type = 'board.played'")
+    finally:
+        store.close()
+    [play] = json.loads(payload)["data"]["plays"]
+    assert (play["source"], play["item_id"]) == ("county", "notice-1") and play["shows"] >= 2
