@@ -350,7 +350,7 @@ def _item_problems(raw: Any, font: Font, source: str, path: str) -> ContentItem 
     start, end = times["start"], times["end"]
     if start is not None and end is not None and end <= start:
         bad("end", f"{end.isoformat()} is not after start {start.isoformat()}: an item must end after it starts")
-    if kind == "urgent" and end is None and "end" not in raw:
+    if kind == "urgent" and raw.get("end") is None:  # absent or null; a bad value is named above
         bad("end", "is required for an urgent item: it takes over the board until it ends")
 
     priority = raw.get("priority", DEFAULT_PRIORITY)

@@ -1622,7 +1622,7 @@ def test_what_the_schema_cannot_say_the_device_refuses_naming_the_field(name, da
 
 # What the contract refuses although the device takes it: spellings of a time the device also
 # reads (a compact date as an end would even mean the start of that day, not its end), text
-# that is too long or invisible only until the device trims it, and one gap in the device.
+# that is too long or invisible only until the device trims it.
 STRICTER_THAN_THE_DEVICE = [
     ("a space for the T", notice(start="2026-12-01 08:00"), "does not match"),
     ("a date without dashes", notice(end="20261231"), "'20261231' does not match"),
@@ -1631,8 +1631,6 @@ STRICTER_THAN_THE_DEVICE = [
     ("an ISO week date", notice(start="2026-W49-2"), "does not match"),
     ("501 characters, 500 once two spaces are one", notice(text="通" * 250 + "  " + "通" * 249), "is too long"),
     ("a line separator at the end, which the device trims", notice(text="明日停水\u2028"), "should not be valid under"),
-    # docs/board.md: an urgent item needs an end; the device checks only that "end" is there.
-    ("an urgent item whose end is null", notice(kind="urgent", end=None), "None is not of type 'string'"),
 ]  # fmt: skip
 
 
@@ -1642,6 +1640,15 @@ def test_what_the_contract_refuses_although_the_device_takes_it(item, message):
         validate_message(TOPICS.desired("county", "board"), json.dumps({"version": 1, "data": {"items": [item]}}, ensure_ascii=False).encode())
     assert message in caught.value.message
     validate_board_state({"items": [item]}, board_font())
+
+
+def test_an_urgent_item_whose_end_is_null_is_refused_by_the_contract_and_the_device():
+    item = notice(kind="urgent", end=None)  # it would take over the board for good
+    with pytest.raises(ValidationError, match="None is not of type 'string'"):
+        validate_message(TOPICS.desired("county", "board"), json.dumps({"version": 1, "data": {"items": [item]}}, ensure_ascii=False).encode())
+    with pytest.raises(BoardRejected) as caught:
+        validate_board_state({"items": [item]}, board_font())
+    assert caught.value.field == "data.items[0].end" and "is required for an urgent item" in caught.value.reason
 
 
 @pytest.mark.parametrize(
