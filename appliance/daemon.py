@@ -575,7 +575,11 @@ class Daemon:
         try:
             validate_board_state(data, self.font)
         except BoardRejected as exc:
-            raise CommandRejected(exc.reason, exc.field) from None
+            # The first problem names the field; the reason counts and names the rest, as the
+            # roster's refusals do, so the county can mend the whole list in one go.
+            rest = exc.problems[1:]
+            reason = exc.reason + (f" (and {len(rest)} more: " + "; ".join(f"{f}: {r}" for f, r in rest) + ")" if rest else "")
+            raise CommandRejected(reason, exc.field) from None
         return data
 
     def _apply_board(self, scopes: dict) -> None:

@@ -870,6 +870,25 @@ def eventually(condition, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def test_a_refused_board_list_names_its_first_problem_and_counts_and_names_the_rest(board_daemon):
+    d = board_daemon
+    items = [
+        {"id": "ok-1", "kind": "announcement", "text": "明日上午停水"},
+        {"id": "storm", "kind": "urgent", "text": "暴雪预警"},  # no end
+        {"id": "ok-1", "kind": "job", "text": "招聘饲养员", "end": "2027-02-30"},  # id repeated, no such day
+    ]
+    payload = json.dumps({"version": 1, "data": {"items": items}}, ensure_ascii=False).encode()
+    topic = d.recorder.topics.desired("county", "board")
+    d.router.handle("set", "county", "board", payload, topic)
+    [(rejected_payload,)] = d.store.rows("SELECT payload FROM outbox WHERE type = 'command.rejected'")
+    assert validate_message(d.recorder.topics.event("command.rejected"), rejected_payload) == "event.command.rejected"
+    rejected = json.loads(rejected_payload)["data"]
+    assert rejected["field"] == "data.items[1].end" and rejected["reason"].startswith("is required for an urgent item")
+    assert "(and 2 more: data.items[2].end: '2027-02-30' is not a date and time" in rejected["reason"]
+    assert "; data.items[2].id: 'ok-1' repeats data.items[0].id" in rejected["reason"]
+    assert d.store.applied_state("board") == {}
+
+
 def test_a_daemon_with_a_board_publishes_what_the_contract_says(board_daemon, monkeypatch):
     """The county's three scopes and a refused list through the command router, the leader on
     duty from the roster, the hall's own items changed on the page in every way, proof of play
