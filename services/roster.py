@@ -41,7 +41,7 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .calendar import HallCalendar, parse_hours
 from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows
@@ -263,7 +263,7 @@ class SwipeResult:
     staff_id: str | None = None
     name: str | None = None
     window: str | None = None
-    verdict: str | None = None  # on_time, late, early_leave, unscheduled, pending (clock not synced)
+    verdict: str | None = None  # on_time, late, returned, early_leave, unscheduled, pending (clock not synced)
     minutes: int | None = None
     event_id: str | None = None
     duplicates: int = 0
@@ -970,6 +970,8 @@ class Roster:
             verdict = "pending"
         elif shift is None:
             verdict = "unscheduled"
+        elif self._shift_begun(member.id, shift.key, now):
+            verdict = "returned"  # back within a shift already begun: its first check-in judged it
         elif now > shift.start + timedelta(minutes=self.rules.late_grace_min):
             verdict = "late"
             minutes = _ceil_minutes(now - shift.start)
@@ -999,6 +1001,13 @@ class Roster:
         self._publish_snapshot()
         return SwipeResult("checked_in", card, member.id, member.name, window, verdict, minutes, session_id, session_id=session_id,
                            notice=Notice("checked_in", NOTICE_TEXT["checked_in"].format(name=member.name), member.id, window))
+
+    def _shift_begun(self, staff_id: str, shift_key: str, before: datetime, *, besides: Iterable[tuple[str, str]] = ()) -> bool:
+        """Whether ``staff_id`` checked in for this shift before ``before`` (timed check-ins only)."""
+        return (staff_id, shift_key) in set(besides) or bool(self.store.rows(
+            "SELECT 1 FROM attendance WHERE staff_id = ? AND shift_key = ? AND in_at < ? AND in_verdict NOT IN ('pending', 'unverified') LIMIT 1",
+            (staff_id, shift_key, _iso(before)),
+        ))
 
     def _late_spec(self, member: StaffMember, shift: Shift, at: datetime, session_id: str, minutes: int, *, settled: bool, corrected: bool = True) -> EventSpec:
         absent = self.store.rows("SELECT event_id FROM attendance_verdicts WHERE kind = 'absent' AND shift_key = ? AND voided_by IS NULL", (shift.key,))
@@ -1365,6 +1374,7 @@ class Roster:
                 " FROM attendance WHERE in_verdict = 'pending' OR out_verdict = 'pending' ORDER BY in_at"
             )
             quiet: list[tuple[str, tuple]] = []
+            begun: list[tuple[str, str]] = []  # shifts the check-ins settled below began, in time order
             n = 0
             for sid, staff_id, in_at, in_boot, in_mono, in_verdict, out_id, out_at, out_boot, out_mono, out_verdict in rows:
                 member = self.staff.get(staff_id) or StaffMember(staff_id, staff_id)
@@ -1382,11 +1392,15 @@ class Roster:
                         shift = self._match_shift(staff_id, t_in)
                         if shift is None:
                             in_verdict = "unscheduled"
+                        elif self._shift_begun(staff_id, shift.key, t_in, besides=begun):
+                            in_verdict = "returned"
                         elif t_in > shift.start + timedelta(minutes=self.rules.late_grace_min):
                             in_verdict = "late"
                             events.append(self._late_spec(member, shift, t_in, sid, _ceil_minutes(t_in - shift.start), settled=True))
                         else:
                             in_verdict = "on_time"
+                        if shift is not None:
+                            begun.append((staff_id, shift.key))
                     else:
                         in_verdict = "unverified"
                 if out_verdict == "pending":

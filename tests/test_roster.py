@@ -319,6 +319,61 @@ def test_nobody_checked_in_by_start_plus_grace_is_absent_at_that_moment(hall):
     assert len(hall.data("attendance.absent")) == 1, "one absence per shift"
 
 
+def test_coming_back_within_a_shift_is_not_a_second_late(hall):
+    hall.at(wed(8, 50))
+    assert hall.swipe(URINA).verdict == "late"  # 20 minutes late
+    hall.at(wed(10, 0))
+    assert hall.swipe(URINA).outcome == "checked_out"  # an errand
+    hall.at(wed(10, 40))
+    back = hall.swipe(URINA)
+    assert (back.outcome, back.verdict, back.minutes) == ("checked_in", "returned", None)
+    [late] = hall.data("attendance.late")
+    assert late["minutes_late"] == 20
+    assert [v for (v,) in hall.store.rows("SELECT in_verdict FROM attendance ORDER BY in_at")] == ["late", "returned"]
+    [entry] = [e for e in hall.roster.summary("2026-11-25")["shifts"] if e["staff_id"] == "s-001"]
+    assert (entry["status"], entry["minutes_late"], entry["checked_in_at"]) == ("late", 20, "2026-11-25T08:50:00+08:00")
+
+
+def test_someone_on_time_who_comes_back_after_the_grace_period_is_not_late(hall):
+    hall.at(wed(8, 25))
+    assert hall.swipe(URINA).verdict == "on_time"
+    hall.at(wed(9, 0))
+    hall.swipe(URINA)
+    hall.at(wed(9, 30))
+    assert hall.swipe(URINA).verdict == "returned"
+    assert hall.data("attendance.late") == []
+    [entry] = [e for e in hall.roster.summary("2026-11-25")["shifts"] if e["staff_id"] == "s-001"]
+    assert entry["status"] == "on_time"
+
+
+def test_the_next_shift_of_the_day_is_judged_on_its_own(hall):
+    hall.at(wed(8, 25))
+    hall.swipe(BATER)
+    hall.at(wed(12, 0))
+    hall.swipe(BATER)
+    hall.at(wed(14, 50))  # the afternoon shift began at 14:30
+    result = hall.swipe(BATER)
+    assert (result.verdict, result.minutes) == ("late", 20)
+
+
+def test_a_return_held_while_unsynced_is_settled_as_a_return(tmp_path):
+    clock = FakeClock(wed(6, 0), synced=False)  # really 08:50
+    h = Hall(tmp_path, clock=clock)
+    try:
+        h.swipe(URINA)  # really 08:50: late
+        h.at(wed(7, 0))
+        h.swipe(URINA)  # really 09:50: out
+        h.at(wed(7, 30))
+        h.swipe(URINA)  # really 10:20: back
+        clock.set_wall(wed(10, 20), synced=True)
+        h.roster.tick()
+        [late] = h.data("attendance.late")
+        assert (late["checked_in_at"], late["minutes_late"], late["settled"]) == ("2026-11-25T08:50:00+08:00", 20, True)
+        assert [v for (v,) in h.store.rows("SELECT in_verdict FROM attendance ORDER BY in_at")] == ["late", "returned"]
+    finally:
+        h.close()
+
+
 def test_coming_after_the_absence_is_late_and_cancels_it(hall):
     hall.at(wed(9, 0))
     [absent_id] = [e["event_id"] for e in hall.events("attendance.absent") if e["data"]["staff_id"] == "s-001"]

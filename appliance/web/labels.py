@@ -127,6 +127,7 @@ ATTENDANCE_NAMES = {
     "absent": _l("absent"),
     "leave": _l("on leave"),
     "unscheduled": _l("no shift"),
+    "returned": _l("back during the shift"),
     "pending": _l("waiting for the clock"),
     "unverified": _l("time unknown"),
     "no_record": _l("no record"),
