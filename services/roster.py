@@ -124,9 +124,13 @@ class RosterRejected(ValueError):
     and the reason counts and names the rest so one rejection event carries them all.
     """
 
-    def __init__(self, field: str, reason: str, problems: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, field: str, reason: str, problems: list[tuple[str, str]] | None = None, *, code: str | None = None, params: dict[str, str] | None = None) -> None:
         self.problems = problems or [(field, reason)]
         self.field = field
+        # For a refusal the director can meet on the page: a stable code and its values, so
+        # the page can say it in the reader's language (appliance/web/labels.py ROSTER_REFUSALS).
+        self.code = code
+        self.params = params or {}
         rest = self.problems[1:]
         if rest:
             reason = f"{reason} (and {len(rest)} more: " + "; ".join(f"{f}: {r}" for f, r in rest) + ")"
@@ -1478,9 +1482,9 @@ class Roster:
     def _member(self, staff_id: Any, *, active: bool = True) -> StaffMember:
         member = self.staff.get(staff_id) if isinstance(staff_id, str) else None
         if member is None:
-            raise RosterRejected("staff_id", f"{_show(staff_id)} is not in the staff registry")
+            raise RosterRejected("staff_id", f"{_show(staff_id)} is not in the staff registry", code="not_in_registry", params={"staff_id": _show(staff_id)})
         if active and not member.active:
-            raise RosterRejected("staff_id", f"{member.name} ({member.id}) is inactive in the staff registry")
+            raise RosterRejected("staff_id", f"{member.name} ({member.id}) is inactive in the staff registry", code="inactive", params={"name": member.name, "staff_id": member.id})
         return member
 
     def _who(self, recorded_by: Any) -> str:
@@ -1503,15 +1507,18 @@ class Roster:
         t0 = self._when(start, "start")
         t1 = self._when(end, "end", end=True)
         if t1 <= t0:
-            raise RosterRejected("end", f"{_iso(t1)} is not after the start {_iso(t0)}")
+            raise RosterRejected("end", f"{_iso(t1)} is not after the start {_iso(t0)}", code="leave_ends_first", params={"start": _iso(t0), "end": _iso(t1)})
         if t1 - t0 > timedelta(days=366):
-            raise RosterRejected("end", "leave of more than a year is recorded in parts")
+            raise RosterRejected("end", "leave of more than a year is recorded in parts", code="leave_too_long")
         clash = self.store.rows(
             "SELECT id, start_at, COALESCE(ended_at, end_at) FROM leaves WHERE staff_id = ? AND start_at < ? AND COALESCE(ended_at, end_at) > ? ORDER BY start_at LIMIT 1",
             (member.id, _iso(t1), _iso(t0)),
         )
         if clash:
-            raise RosterRejected("start", f"{member.name} already has leave from {clash[0][1]} to {clash[0][2]} ({clash[0][0]}); end it (销假) or choose other dates")
+            raise RosterRejected(
+                "start", f"{member.name} already has leave from {clash[0][1]} to {clash[0][2]} ({clash[0][0]}); end it (销假) or choose other dates",
+                code="leave_clash", params={"name": member.name, "start": clash[0][1], "end": clash[0][2], "leave_id": clash[0][0]},
+            )
         cancels = [
             r[0] for r in self.store.rows("SELECT event_id, shift_key FROM attendance_verdicts WHERE kind = 'absent' AND staff_id = ? AND voided_by IS NULL", (member.id,))
             if t0 <= datetime.fromisoformat(r[1].split("|")[2]) < t1
@@ -1551,11 +1558,11 @@ class Roster:
             raise RosterRejected("leave_id", f"{_show(leave_id)} is not a leave recorded on this device")
         staff_id, start_at, end_at, ended_at = row[0]
         if ended_at is not None:
-            raise RosterRejected("leave_id", f"this leave was already ended (销假) at {ended_at}")
+            raise RosterRejected("leave_id", f"this leave was already ended (销假) at {ended_at}", code="leave_ended", params={"at": ended_at})
         t = self._when(at, "at") if at is not None else self.clock.now()
         start, end = datetime.fromisoformat(start_at), datetime.fromisoformat(end_at)
         if t >= end:
-            raise RosterRejected("at", f"the leave is already over: it ended at {end_at}")
+            raise RosterRejected("at", f"the leave is already over: it ended at {end_at}", code="leave_over", params={"at": end_at})
         ended = max(t, start)
         member = self.staff.get(staff_id)
         data = {
@@ -1602,10 +1609,10 @@ class Roster:
         owner = self._cards.get(card)
         if owner is not None:
             name = self.staff[owner].name
-            raise RosterRejected("card", f"card {card} already belongs to {name} ({owner}) in the county's staff registry")
+            raise RosterRejected("card", f"card {card} already belongs to {name} ({owner}) in the county's staff registry", code="card_in_registry", params={"card": card, "name": name, "staff_id": owner})
         local = self.store.rows("SELECT staff_id FROM local_cards WHERE card = ?", (card,))
         if local:
-            raise RosterRejected("card", f"card {card} was already registered on this device to {local[0][0]}")
+            raise RosterRejected("card", f"card {card} was already registered on this device to {local[0][0]}", code="card_registered_here", params={"card": card, "staff_id": local[0][0], "name": self.staff[local[0][0]].name if local[0][0] in self.staff else local[0][0]})
         data = {"card": card, "staff_id": member.id, "name": member.name, "recorded_by": who}
         now = self.clock.now()
 

@@ -182,3 +182,18 @@ COMPLAINT_SOURCES = {
     "paper": _l("paper complaint box"),
     "phone": _l("telephone"),
 }
+
+
+# The roster's refusals the director can meet on the page, by RosterRejected.code; the
+# values are the refusal's params (times shown to the minute).
+ROSTER_REFUSALS = {
+    "not_in_registry": _l("%(staff_id)s is not in the staff registry"),
+    "inactive": _l("%(name)s (%(staff_id)s) is inactive in the staff registry"),
+    "leave_ends_first": _l("the end %(end)s is not after the start %(start)s"),
+    "leave_too_long": _l("leave of more than a year is recorded in parts"),
+    "leave_clash": _l("%(name)s already has leave from %(start)s to %(end)s; end it (销假) or choose other dates"),
+    "leave_ended": _l("this leave was already ended (销假) at %(at)s"),
+    "leave_over": _l("the leave is already over: it ended at %(at)s"),
+    "card_in_registry": _l("card %(card)s already belongs to %(name)s (%(staff_id)s) in the county's staff registry"),
+    "card_registered_here": _l("card %(card)s was already registered on this device to %(name)s"),
+}

@@ -25,7 +25,7 @@ from ...accounts import COUNTY_IT, DIRECTOR
 from ..error_pages import error_page
 from ..guards import roles_required
 from ..hall import hall
-from ..labels import ATTENDANCE_NAMES, CARD_REASONS, DAY_KINDS, LEAVE_KIND_NAMES
+from ..labels import ATTENDANCE_NAMES, CARD_REASONS, DAY_KINDS, LEAVE_KIND_NAMES, ROSTER_REFUSALS
 from .record import RECORD_LIMIT, VERDICTS, attendance_record, in_force, page_roster
 
 bp = Blueprint("roster", __name__, url_prefix="/roster", template_folder="templates")
@@ -204,9 +204,19 @@ class AttendanceFilter(FlaskForm):
         return True
 
 
+def _refusal(exc: RosterRejected) -> str:
+    """The roster's refusal in the reader's language ('Not saved: …'); its own words otherwise."""
+    template = ROSTER_REFUSALS.get(exc.code or "")
+    if template is None:
+        return _("Not saved: %(reason)s", reason=exc.reason)
+    # Times as people write them: 2026-11-26 09:00, not 2026-11-26T09:00:00+08:00.
+    params = {k: v[:16].replace("T", " ") if k in ("start", "end", "at") else v for k, v in exc.params.items()}
+    return _("Not saved: %(reason)s", reason=str(template) % params)
+
+
 def _rejected(form: FlaskForm, exc: RosterRejected, fields: dict[str, str]) -> None:
     """The roster's refusal, beside the field it names (or above the form)."""
-    message = _("Not saved: %(reason)s", reason=exc.reason)
+    message = _refusal(exc)
     target = getattr(form, fields.get(exc.field, ""), None)
     if target is not None:
         target.errors = [*target.errors, message]
@@ -462,7 +472,7 @@ def end_leave(leave_id: str):
     except RosterRejected as exc:
         if exc.field == "leave_id" and not hall().store.rows("SELECT 1 FROM leaves WHERE id = ?", (leave_id,)):
             abort(404)
-        message = _("Not saved: %(reason)s", reason=exc.reason)
+        message = _refusal(exc)
         return _leave_page(roster, LeaveForm(roster, formdata=None), 422, end_errors={leave_id: message})
     if data["withdrawn"]:
         flash(_("The leave of %(name)s is withdrawn: it had not begun.", name=data["name"]), "info")
