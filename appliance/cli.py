@@ -339,6 +339,7 @@ def _add_update_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", help="download the bundle from the county's file server (with --sha256)")
     p.add_argument("--sha256", help="the bundle's sha256, with --url")
     p.add_argument("--size", type=int, help="the bundle's size in bytes, with --url (optional)")
+    p.add_argument("--resume", action="store_true", help="roll back an update that a power cut or a restart interrupted after the switch (hall-update-resume.service runs this at boot); nothing to do: exit 0")
     p.add_argument("--request", type=Path, metavar="FILE", help="carry out an update.install request the daemon left (systemd's hall-update unit passes this)")
     p.add_argument("--ca-file", metavar="PATH", help="a CA certificate to trust besides the system's for an https file server (default with --request: the device's county CA, [broker.tls] ca_file or ROOT/etc/hall-appliance/ca.crt)")
     p.add_argument("--root", type=Path, default=Path("/"), help="the device's root (default /; tests use a temporary directory)")

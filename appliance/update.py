@@ -102,6 +102,8 @@ INSTALL_AIR = 32 << 20
 KEEP_BACKUPS = 5
 REQUEST_FILE = "update-request.json"
 STATE_FILE = "update-state.json"
+# In the updater's own directory while an attempt's switch is under way (Updater.resume).
+ATTEMPT_FILE = "attempt.json"
 # The request is a few hundred bytes; the state file a few kilobytes. Anything larger is not ours.
 MAX_REQUEST = 64 << 10
 MAX_STATE = 1 << 20
@@ -1312,6 +1314,9 @@ class Updater:
                 backup = dest
                 self.out(f"store backed up to {backup}")
             step = "switching the links"
+            # From here a power cut would leave the new release running unchecked: the note
+            # below lets `update --resume` (hall-update-resume.service, at boot) roll it back.
+            self._begin_attempt(release, version, old, old_previous, from_version, old_schema, backup, source, web, owner)
             point(self.layout.current, release)
             if old is not None:
                 point(self.layout.previous, old)
@@ -1324,7 +1329,8 @@ class Updater:
             else:
                 failure = ServiceFailed(f"{step} for release {version} failed ({_describe(exc)})", "report this to the county with `journalctl -u hall-update`")
             self.out(f"release {version} did not come up: {failure.reason}; going back to {from_version}")
-            outcome = self._roll_back(failure, release, manifest, old, old_previous, from_version, old_schema, backup, source, web, switched=step in ("switching the links", "starting"), started=step == "starting", owner=owner)
+            outcome = self._roll_back(failure, release, version, old, old_previous, from_version, old_schema, backup, source, web, switched=step in ("switching the links", "starting"), started=step == "starting", owner=owner)
+            self._end_attempt()
             if not isinstance(exc, Exception):
                 raise  # an interrupt: the hall runs again, now stop as asked
             return outcome
@@ -1335,10 +1341,11 @@ class Updater:
         done = {"version": version, "from_version": from_version, "source": source, "store_schema": manifest.store_schema, "backup": backup.name if backup else None}
         self._emit(UPDATE_SUCCEEDED, lambda r: r.telemetry(UPDATE_SUCCEEDED, done, droppable=False))
         self.write_state("succeeded", version, from_version, None)
+        self._end_attempt()
         return Outcome(EXIT_OK, f"release {version} is running (previous: {from_version})", version)
 
     def _roll_back(
-        self, exc: UpdateError, release: Path, manifest: Manifest, old: Path | None, old_previous: Path | None, from_version: str | None,
+        self, exc: UpdateError, release: Path, version: str, old: Path | None, old_previous: Path | None, from_version: str | None,
         old_schema: int | None, backup: Path | None, source: str, web: bool, *, switched: bool = True, started: bool = True, owner: os.stat_result | None = None,
     ) -> Outcome:  # fmt: skip
         """Put the links and the store back as they were and start the old release; never raises
@@ -1363,7 +1370,7 @@ class Updater:
         store = "untouched"
         if started and backup is not None and old_schema is not None:
             try:
-                store = self._give_store_back(manifest, old_schema, backup, owner)
+                store = self._give_store_back(version, old_schema, backup, owner)
             except Exception as err:
                 store = f"could not be given back to {from_version} ({_describe(err)}); the backup from before the update is {backup}"
         if release != old:
@@ -1371,23 +1378,22 @@ class Updater:
         if trouble:
             exc = ServiceFailed(f"{exc.reason}; {'; '.join(trouble)}", exc.fix)
         if old is None:
-            return self._fail(exc, version=manifest.version, from_version=from_version, source=source, rolled_back=False, store=store, outcome="broken", code=EXIT_BROKEN)
+            return self._fail(exc, version=version, from_version=from_version, source=source, rolled_back=False, store=store, outcome="broken", code=EXIT_BROKEN)
         try:
             self.wait_healthy(from_version, None, old_schema, time.monotonic() + self.timeout, web=web)
         except Exception as err:
             again = err.reason if isinstance(err, UpdateError) else _describe(err)
             self.out(f"the old release {from_version} did not come up either: {again}")
             broken = ServiceFailed(f"{exc.reason}; after going back, {from_version} did not come up either: {again}", f"a person must look: `journalctl -u {DAEMON_UNIT}`")
-            return self._fail(broken, version=manifest.version, from_version=from_version, source=source, rolled_back=switched, store=store, outcome="broken", code=EXIT_BROKEN)
+            return self._fail(broken, version=version, from_version=from_version, source=source, rolled_back=switched, store=store, outcome="broken", code=EXIT_BROKEN)
         if not switched:
             self.out(f"{from_version} is running again; nothing was switched")
-            return self._fail(exc, version=manifest.version, from_version=from_version, source=source, rolled_back=False, store=store, outcome="failed", code=EXIT_REFUSED)
+            return self._fail(exc, version=version, from_version=from_version, source=source, rolled_back=False, store=store, outcome="failed", code=EXIT_REFUSED)
         self.out(f"rolled back: {from_version} is running again")
-        return self._fail(exc, version=manifest.version, from_version=from_version, source=source, rolled_back=True, store=store, code=EXIT_ROLLED_BACK)
+        return self._fail(exc, version=version, from_version=from_version, source=source, rolled_back=True, store=store, code=EXIT_ROLLED_BACK)
 
-    def _give_store_back(self, manifest: Manifest, old_schema: int, backup: Path, owner: os.stat_result | None) -> str:
+    def _give_store_back(self, version: str, old_schema: int, backup: Path, owner: os.stat_result | None) -> str:
         """Leave the store as the old release can open it, with nothing lost; says what was done."""
-        version = manifest.version
         stamp = time.strftime("%Y%m%dT%H%M%S")
         kept_copy = self.backups / f"hall-{version}-failed-{stamp}.db"
         live_id, backup_id = store_id(self.db), store_id(backup)
@@ -1425,6 +1431,70 @@ class Updater:
         if left:
             store += f"; not carried back (the backup's rows kept): {', '.join(left)}"
         return store
+
+    # -- an attempt cut short -------------------------------------------------------------------
+
+    def _begin_attempt(
+        self, release: Path, version: str, old: Path | None, old_previous: Path | None, from_version: str | None,
+        old_schema: int | None, backup: Path | None, source: str, web: bool, owner: os.stat_result | None,
+    ) -> None:  # fmt: skip
+        """Note, durably, what a roll-back of this attempt needs; it is removed when the attempt ends."""
+        note = {
+            "format": 1,
+            "version": version,
+            "release": str(release),
+            "old": str(old) if old else None,
+            "old_previous": str(old_previous) if old_previous else None,
+            "from_version": from_version,
+            "old_schema": old_schema,
+            "backup": str(backup) if backup else None,
+            "source": source,
+            "web": web,
+            "owner": None if owner is None else {"uid": owner.st_uid, "gid": owner.st_gid, "mode": stat.S_IMODE(owner.st_mode)},
+            "at": _now(),
+        }
+        _write_atomic(self.work_dir() / ATTEMPT_FILE, json.dumps(note, ensure_ascii=False, indent=2) + "\n", 0o600)
+
+    def _end_attempt(self) -> None:
+        path = self.work / ATTEMPT_FILE
+        if not os.path.lexists(path):
+            return
+        try:
+            path.unlink()
+            fsync_dir(self.work)
+        except OSError as exc:
+            self.out(f"warning: could not remove {self.work / ATTEMPT_FILE} ({exc})")
+
+    def resume(self) -> Outcome:
+        """At boot: roll back an update that a power cut or a kill interrupted after its backup.
+
+        The new release was never found healthy, so it is not trusted: the links, the store and
+        the services go back exactly as a failed health check would have put them, and
+        ``update.failed`` says so. Without an interrupted attempt this does nothing.
+        """
+        path = self.work / ATTEMPT_FILE
+        try:
+            note = json.loads(_read_regular(path, MAX_STATE).decode("utf-8"))
+            version, source, web = note["version"], note["source"], bool(note["web"])
+            release = Path(note["release"])
+            old, old_previous, backup = (Path(note[k]) if note[k] else None for k in ("old", "old_previous", "backup"))
+            from_version, old_schema, owner = note["from_version"], note["old_schema"], note["owner"]
+            if owner is not None:
+                owner = os.stat_result((stat.S_IFREG | owner["mode"], 0, 0, 0, owner["uid"], owner["gid"], 0, 0, 0, 0))
+        except FileNotFoundError:
+            return Outcome(EXIT_OK, "no interrupted update to finish", self.current_version())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = f"{path} cannot be read ({_describe(exc)}), so an interrupted update cannot be rolled back"
+            self.write_state("broken", None, self.current_version(), reason)
+            return Outcome(EXIT_BROKEN, f"{reason}; a person must look: `journalctl -u hall-update-resume`", self.current_version())
+        self.out(f"the update to {version} was cut short before it was found healthy; going back to {from_version}")
+        failure = ServiceFailed(
+            f"the update to release {version} was cut short (a power cut, a restart or a kill) before it was found healthy",
+            "nothing to do on the device: the old release runs again; send the update again when convenient",
+        )
+        outcome = self._roll_back(failure, release, version, old, old_previous, from_version, old_schema, backup, source, web, switched=True, started=True, owner=owner)
+        self._end_attempt()
+        return outcome
 
     def _prune(self, keep: set) -> None:
         """Remove releases other than current and previous, and all but the newest backups."""
@@ -1756,9 +1826,9 @@ def _remove_request(path: Path) -> None:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    sources = [s for s in (args.bundle, args.from_dir, args.url, args.request) if s]
+    sources = [s for s in (args.bundle, args.from_dir, args.url, args.request, args.resume) if s]
     if len(sources) != 1:
-        print("hall-appliance update: give exactly one of BUNDLE, --from-dir DIR, --url URL --sha256 HEX or --request FILE", file=sys.stderr)
+        print("hall-appliance update: give exactly one of BUNDLE, --from-dir DIR, --url URL --sha256 HEX, --request FILE or --resume", file=sys.stderr)
         return 2
     if args.url and not args.sha256:
         print("hall-appliance update: --url needs --sha256 (the county announces both)", file=sys.stderr)
@@ -1770,7 +1840,9 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.request:
         return _carry_out_request(args, layout)
     updater = Updater(args.root, config_path=args.config or layout.config, timeout=args.timeout)
-    if args.bundle:
+    if args.resume:
+        outcome = updater.resume()
+    elif args.bundle:
         outcome = updater.install(args.bundle, force=args.force)
     elif args.from_dir:
         outcome = updater.install_from_dir(args.from_dir, force=args.force)

@@ -43,6 +43,7 @@ UNITS = (
     "hall-update.path",
     "hall-update.service",
     "hall-update-boot.service",
+    "hall-update-resume.service",
 )
 # hall-update.service has no [Install]: only hall-update.path (the daemon's request) starts it.
 ENABLED = tuple(u for u in UNITS if u != "hall-update.service")

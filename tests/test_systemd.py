@@ -13,6 +13,7 @@ import ctypes.util
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -32,6 +33,7 @@ UNITS = (
     "hall-update.path",
     "hall-update.service",
     "hall-update-boot.service",
+    "hall-update-resume.service",
 )
 SERVICES = tuple(u for u in UNITS if u.endswith(".service"))
 # hall-update.service is started only by hall-update.path, never at boot by itself.
@@ -167,7 +169,10 @@ def test_every_unit_has_the_common_hardening(name):
     for key, value in COMMON_HARDENING.items():
         assert one(unit, "Service", key) == value, f"{name}: {key}"
     assert one(unit, "Service", "SystemCallFilter").split()[0] == "@system-service"
-    assert one(unit, "Service", "ExecStart").startswith(DEVICE_BINARY + " ")
+    if name == "hall-update-resume.service":  # the previous release first (see its test below)
+        assert one(unit, "Service", "ExecStart").startswith("/bin/sh -c '" + DEVICE_BINARY.replace("/current/", "/previous/") + " ")
+    else:
+        assert one(unit, "Service", "ExecStart").startswith(DEVICE_BINARY + " ")
     assert "CapabilityBoundingSet" in unit["Service"]
 
 
@@ -282,7 +287,53 @@ def test_the_boot_update_unit_looks_for_the_files_update_from_dir_considers(tmp_
     assert sorted(p.name for p, _ in refused) == sorted(p.name for p in tmp_path.glob(pattern) if p.is_file()) == ["hall-appliance-0.2.0.tar", "other.tar"]
 
 
-@pytest.mark.parametrize("name", ("hall-update.service", "hall-update-boot.service"))
+def resume_script(tmp_path: Path) -> list[str]:
+    """hall-update-resume.service's ExecStart as systemd runs it, with its paths under ``tmp_path``."""
+    command = one(parse_unit("hall-update-resume.service"), "Service", "ExecStart").replace("$$", "$")  # systemd's unescaping
+    command = command.replace("/opt/hall-appliance", str(tmp_path / "opt")).replace("/var/lib/hall-update", str(tmp_path / "work"))
+    return shlex.split(command)
+
+
+def fake_updater(tmp_path: Path, link: str, script: str) -> None:
+    """ROOT/opt/<link>/bin/hall-appliance as a shell script that logs its call and runs ``script``."""
+    (tmp_path / "opt" / link / "bin").mkdir(parents=True)
+    binary = tmp_path / "opt" / link / "bin" / "hall-appliance"
+    binary.write_text(f'#!/bin/sh\necho "{link} $*" >> "{tmp_path}/calls"\n{script}\n')
+    binary.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("previous", "calls", "code"),
+    [
+        ('rm "$NOTE"; exit 3', ["previous update --resume"], 3),  # rolled back by the release that wrote the note
+        ('rm "$NOTE"; exit 4', ["previous update --resume"], 4),  # neither release came up: said once, not hidden
+        ("exit 1", ["previous update --resume", "current update --resume"], 0),  # it could not run: the new release's reads the note
+        (None, ["current update --resume"], 0),  # no previous release at all
+    ],
+)
+def test_the_resume_unit_goes_back_with_the_previous_release_and_falls_back_to_the_current(tmp_path, previous, calls, code):
+    note = tmp_path / "work" / "attempt.json"
+    note.parent.mkdir()
+    note.write_text("{}")
+    if previous is not None:
+        fake_updater(tmp_path, "previous", previous)
+    fake_updater(tmp_path, "current", 'rm -f "$NOTE"; exit 0')
+    done = subprocess.run(resume_script(tmp_path), env={"NOTE": str(note), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert done.returncode == code, done.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == calls
+
+
+def test_the_resume_unit_runs_only_for_the_note_the_updater_leaves_and_before_any_update():
+    from appliance.update import ATTEMPT_FILE, Layout
+
+    unit = parse_unit("hall-update-resume.service")
+    assert one(unit, "Unit", "ConditionPathExists") == str(Layout(Path("/")).work / ATTEMPT_FILE)
+    assert set(one(unit, "Unit", "Before").split()) == {"hall-update-boot.service", "hall-update.service"}
+    assert one(unit, "Service", "Type") == "oneshot" and one(unit, "Service", "PrivateNetwork") == "yes"
+    assert "hall-enroll.service" in one(unit, "Unit", "After").split()
+
+
+@pytest.mark.parametrize("name", ("hall-update.service", "hall-update-boot.service", "hall-update-resume.service"))
 def test_the_updaters_are_never_ordered_before_the_services_they_restart(name):
     # The updater runs `systemctl start hall-appliance.service` while its own oneshot is still
     # starting: were the daemon's start job ordered after it, each would wait for the other.

@@ -4,6 +4,7 @@ and nothing a person recorded lost on the way (docs/updates.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -35,6 +36,7 @@ from appliance.events import Recorder, Topics
 from appliance.store import SCHEMA_VERSION, Store
 from appliance.update import (
     DAEMON_UNIT,
+    EXIT_BROKEN,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_ROLLED_BACK,
@@ -817,6 +819,8 @@ def test_hall_appliance_update_on_the_command_line(device, bundles, capsys):
     code = cli.main(["update", str(bundles["0.1.0"]), "--root", str(device.root)])
     assert code == EXIT_REFUSED
     assert "release 0.1.0 is the same as the running 0.1.0; nothing to do; county IT can reinstall or go back with --force" in capsys.readouterr().err
+    assert cli.main(["update", "--resume", "--root", str(device.root)]) == EXIT_OK  # as every boot runs it: nothing to resume
+    assert "no interrupted update to finish" in capsys.readouterr().out
 
 
 def test_the_update_state_reads_safely(tmp_path):
@@ -919,6 +923,52 @@ def test_a_store_that_cannot_be_handed_back_is_restored_from_the_backup_and_the_
     assert data["rolled_back"] is True and "could not be handed back (OSError: [Errno 28] No space left on device)" in data["store"]
     assert "the backup from before the update was restored" in data["store"] and kept.name in data["store"]
     assert list(outside.iterdir()) == []
+    assert not (device.work / "attempt.json").exists()  # the attempt ended: nothing for the next boot
+
+
+def test_an_update_cut_short_after_the_switch_is_rolled_back_at_the_next_boot(device, services, bundles, monkeypatch):
+    running_with_ratings(device, services)
+    u = updater(device, services)
+    u._install_release = lambda bundle, manifest, key: stand_in_release(device, "0.2.0", migrations=(KIOSK,))
+
+    def started_then_power_cut(*args, **kwargs):
+        with contextlib.suppress(ServiceFailed):
+            services.start(DAEMON_UNIT, 30)  # the new release ran (and migrated the store)
+        raise ServiceFailed("the health check was under way", "")
+
+    def power_cut(*args, **kwargs):
+        raise SystemExit("the power went: nothing after this runs")
+
+    monkeypatch.setattr(u, "wait_healthy", started_then_power_cut)
+    monkeypatch.setattr(u, "_roll_back", power_cut)
+    with pytest.raises(SystemExit):
+        u.install(bundles["0.2.0"])
+    assert device.link("current") == "releases/0.2.0" and store_schema(device.db) == SCHEMA_VERSION + 1
+    assert json.loads((device.work / "attempt.json").read_text())["backup"].startswith(str(device.work / "backups" / "hall-0.1.0-"))
+
+    # The next boot: hall-update-resume.service runs a new updater with --resume.
+    again = updater(device, services)
+    outcome = again.resume()
+    assert outcome.code == EXIT_ROLLED_BACK, "\n".join(again.lines)
+    assert_back_on_010(device, services, 0)
+    assert not (device.work / "attempt.json").exists()
+    assert store_schema(device.db) == SCHEMA_VERSION and device.count("SELECT COUNT(*) FROM ratings") == 3
+    failed = device.events()[-1]
+    assert (failed["type"], failed["data"]["version"], failed["data"]["from_version"], failed["data"]["rolled_back"]) == ("update.failed", "0.2.0", "0.1.0", True)
+    assert "the update to release 0.2.0 was cut short (a power cut, a restart or a kill) before it was found healthy" in failed["data"]["reason"]
+    assert "handed back at schema" in failed["data"]["store"]
+    assert read_update_state(device.state)["last"]["outcome"] == "rolled_back"
+    assert updater(device, services).resume().code == EXIT_OK  # done: nothing more to resume
+
+
+def test_an_attempt_note_that_cannot_be_read_is_reported_not_guessed_at(device, services):
+    device.init_store()
+    device.work.mkdir(parents=True, mode=0o700)
+    (device.work / "attempt.json").write_text("{not json")
+    outcome = updater(device, services).resume()
+    assert outcome.code == EXIT_BROKEN and "cannot be read" in outcome.message
+    assert read_update_state(device.state)["last"]["outcome"] == "broken"
+    assert device.link("current") == "releases/0.1.0" and services.calls == []
 
 
 def test_a_release_whose_migration_fails_gets_the_real_store_back_not_the_empty_one_it_made(device, services, bundles):
