@@ -180,7 +180,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     client = ControlClient(socket_path)
     if args.action == "press":
         result = client.call("press", window=args.window, level=args.level)
-        print(f"pressed {result['level']} at {result['window']} (seq {result['seq']})")
+        if result["recorded"]:
+            print(f"pressed {result['level']} at {result['window']} (seq {result['seq']})")
+        else:
+            print(f"pressed {result['level']} at {result['window']}: not recorded (the button is held or jammed; see hall-appliance sim status)")
     elif args.action == "badge":
         result = client.call("badge", card=args.card)
         print(json.dumps(result, ensure_ascii=False))

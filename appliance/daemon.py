@@ -707,11 +707,12 @@ class Daemon:
         level = require(args, "level", str)
         if level not in BY_CODE:
             raise CommandRejected(f"'{level}' is not a rating level; levels: {', '.join(BY_CODE)}", "level")
-        latest = "SELECT MAX(seq) FROM ratings WHERE window = ?"
-        before = self.store.rows(latest, (window,))[0][0]
+        # The newest rating before the press, then a rating at this window after it: the
+        # debouncer may refuse the press (a jammed button), and a press records at most one.
+        before = self.store.rows("SELECT COALESCE(MAX(rowid), 0) FROM ratings")[0][0]
         self.buttons.press(window, level)
-        after = self.store.rows(latest, (window,))[0][0]
-        return {"window": window, "level": level, "seq": after, "recorded": after != before}
+        new = self.store.rows("SELECT seq FROM ratings WHERE rowid > ? AND window = ? ORDER BY rowid DESC LIMIT 1", (before, window))
+        return {"window": window, "level": level, "seq": new[0][0] if new else None, "recorded": bool(new)}
 
 
 

@@ -132,6 +132,16 @@ def test_control_socket_presses_a_button_through_the_driver(offline_daemon, tmp_
     result = control.call("press", window="w2", level="dissatisfied")
     assert result == {"window": "w2", "level": "dissatisfied", "seq": 1, "recorded": True}
     assert offline_daemon.store.recent_events(1)[0]["data"]["window"] == "w2"
+    assert control.call("press", window="w1", level="satisfied") == {"window": "w1", "level": "satisfied", "seq": 3, "recorded": True}
+
+
+def test_a_press_on_a_held_button_is_reported_not_recorded(offline_daemon):
+    d = offline_daemon
+    d.buttons.pin("w1", "satisfied").drive_low()  # somebody holds it down: that press is recorded
+    before = d.store.rows("SELECT COUNT(*) FROM ratings")[0][0]
+    result = ControlClient(d.config.control.socket).call("press", window="w1", level="satisfied")
+    assert result == {"window": "w1", "level": "satisfied", "seq": None, "recorded": False}
+    assert d.store.rows("SELECT COUNT(*) FROM ratings")[0][0] == before == 1
 
 
 @pytest.mark.parametrize(
