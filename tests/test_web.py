@@ -241,6 +241,8 @@ def test_missing_csrf_token_is_400_with_a_clear_page_and_nothing_changes(client,
         ("director", "/simulator/badge", "card", {"card": "1" * 65}, "Use at most 64 characters."),
         ("director", "/simulator/badge", "card", {"card": "12 34<script>"}, "Use only the letters and digits printed on the card."),
         ("county_it", "/settings/health_interval", "health_interval-value", {"health_interval-value": "1" * 13}, "health_interval = '111111111111…': is too long (at most 12 characters). Fix: give a whole number from 10 to 86400"),
+        ("county_it", "/settings/health_interval", "health_interval-value", {"health_interval-value": "--5"}, "health_interval = '--5': must be a whole number. Fix: give a whole number from 10 to 86400"),
+        ("county_it", "/settings/health_interval", "health_interval-value", {"health_interval-value": "６０"}, "health_interval = '６０': must be a whole number. Fix: give a whole number from 10 to 86400"),
     ],
 )
 def test_bad_fields_are_422_with_the_message_beside_the_field(client, app, role, path, field, data, message):

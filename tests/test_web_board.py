@@ -242,6 +242,8 @@ def test_a_form_without_its_csrf_token_is_400_and_changes_nothing(app, path):
         ({"end": "2026-11-25T09:59"}, "end", "This end (2026-11-25 09:59) has already passed, so the item would never be shown. To take an item off the board, use “End” in the list."),
         ({"kind": "urgent"}, "end", "An urgent item takes over the board until it ends: give its end."),
         ({"priority": "10"}, "priority", "Choose a priority from 1 (lowest) to 9 (highest)."),
+        ({"priority": "²"}, "priority", "Choose a priority from 1 (lowest) to 9 (highest)."),
+        ({"end": "2100-12-31"}, "end", "2100-12-31 is not a date and time: write it as YYYY-MM-DD HH:MM, e.g. 2026-11-25 10:00, or leave it empty."),
         ({"schedule": "8-12"}, "schedule", "8-12 is not a span of the day: write it as HH:MM-HH:MM, e.g. 08:00-12:00; separate several with commas."),
         ({"schedule": "12:00-08:00"}, "schedule", "12:00-08:00 ends before it starts."),
         ({"schedule": "08:00-12:00, 11:00-13:00"}, "schedule", "08:00-12:00 and 11:00-13:00 overlap."),

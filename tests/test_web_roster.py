@@ -299,7 +299,7 @@ def test_the_week_defaults_to_this_week_and_marks_leave(app):
     assert "on leave" not in thursday
 
 
-@pytest.mark.parametrize("start", ["2026-13-01", "next-week", "2026-1-5"])
+@pytest.mark.parametrize("start", ["2026-13-01", "next-week", "2026-1-5", "9999-12-31", "0001-01-01"])
 def test_the_week_refuses_a_bad_start_day_clearly(app, start):
     response = as_role(app, "director").get(f"/roster/week?start={start}")
     assert response.status_code == 400
@@ -427,6 +427,8 @@ def test_part_of_a_day_is_leave_to_the_minute(app):
         ({"end_day": "2026-11-26", "start_time": "15:00", "end_time": "09:00"}, "end_day", "The leave must end after it starts (2026-11-26 15:00)."),
         ({"note": "字" * 201}, "note", "Use at most 200 characters."),
         ({"end_day": "2027-12-31"}, "end_day", "Not saved: leave of more than a year is recorded in parts"),
+        ({"end_day": "9999-12-31"}, "end_day", "9999-12-31 is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25."),
+        ({"start_day": "0001-01-01", "end_day": "0001-01-01"}, "start_day", "0001-01-01 is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25."),
     ],
 )
 def test_bad_leave_is_refused_beside_the_field(app, fields, field, message):
@@ -549,6 +551,8 @@ def test_the_attendance_record_filters_by_days_person_and_verdict(app, daemon, c
     [
         ("first_day=2026-02-30", "first_day", "2026-02-30 is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25."),
         ("last_day=yesterday", "last_day", "yesterday is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25."),
+        ("first_day=0001-01-01&last_day=0001-01-02", "first_day", "0001-01-01 is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25."),
+        ("first_day=9999-12-30&last_day=9999-12-31", "first_day", "9999-12-30 is not a day: write it as YYYY-MM-DD, e.g. 2026-11-25."),
         ("first_day=2026-11-26&last_day=2026-11-25", "first_day", "The first day must not be after the last day."),
         ("first_day=2026-01-01&last_day=2026-11-25", "first_day", "Show at most 92 days at once."),
         ("staff_id=s-404", "staff_id", "s-404 is not in the staff registry; choose a person from the list."),

@@ -62,8 +62,8 @@ def _parse_when(raw: str, *, end: bool) -> datetime | None:
         at = time(int(m[4]), int(m[5]), int(m[6] or 0)) if m[4] else time(0)
     except ValueError:
         return None
-    if not 2000 <= day.year <= 2100:
-        return None
+    if not 2000 <= day.year <= 2100 or (end and not m[4] and day == date(2100, 12, 31)):
+        return None  # the service takes years 2000 to 2100: the end of 2100-12-31 is in 2101
     when = datetime.combine(day, at, tzinfo=HALL_TZ)
     return when + timedelta(days=1) if end and not m[4] else when
 
@@ -137,7 +137,7 @@ class ItemForm(FlaskForm):
         self.ends = self._when(field, end=True)
 
     def validate_priority(self, field) -> None:
-        if not (field.data or "").isdigit() or int(field.data) not in PRIORITIES:
+        if not re.fullmatch(r"[0-9]{1,2}", field.data or "") or int(field.data) not in PRIORITIES:
             raise ValidationError(_("Choose a priority from 1 (lowest) to 9 (highest)."))
 
     def validate_schedule(self, field) -> None:
@@ -401,7 +401,7 @@ def change(item_id: str):
     item = _hall_item(item_id)
     form = ItemForm()
     form.stored_end = item.get("end")
-    opened = int(form.version.data) if (form.version.data or "").isdigit() else None
+    opened = int(form.version.data) if re.fullmatch(r"[0-9]{1,9}", form.version.data or "") else None
     return _submitted(form, item_id, lambda f: store_items.edit_item(hall(), _pictures().font, g.user.username, item_id, f.fields(), opened))
 
 

@@ -44,10 +44,13 @@ def _strip(value):
 
 
 def _day(raw: str | None) -> date | None:
+    """A day typed or linked as YYYY-MM-DD, in the years the roster works with (2000 to 2100)."""
     try:
-        return date.fromisoformat(raw) if raw and DAY.match(raw) else None
+        day = date.fromisoformat(raw) if raw and DAY.match(raw) else None
     except ValueError:
         return None
+    # A mistyped year (9999, 0001) would otherwise overflow the date arithmetic of a week or a leave.
+    return day if day is not None and 2000 <= day.year <= 2100 else None
 
 
 def _people(roster: Roster, *, active_only: bool = True) -> list[tuple[str, str]]:

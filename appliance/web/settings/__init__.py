@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask_babel import gettext as _
@@ -41,7 +42,7 @@ class SettingForm(FlaskForm):
             problem, shown = _("is required"), _("(missing)")
         elif len(raw) > VALUE_MAX:
             problem, shown = _("is too long (at most %(max)d characters)", max=VALUE_MAX), repr(raw[:VALUE_MAX] + "…")
-        elif not (raw.isascii() and raw.lstrip("-").isdigit()):
+        elif not re.fullmatch(r"-?[0-9]+", raw):
             problem, shown = _("must be a whole number"), repr(raw)
         elif not lo <= int(raw) <= hi:
             problem, shown = _("must be between %(low)d and %(high)d", low=lo, high=hi), raw
