@@ -32,7 +32,7 @@ from ..guards import roles_required
 from ..hall import hall
 from ..labels import BOARD_KINDS, BOARD_STATES, SETTING_SOURCES
 from . import items as store_items
-from .items import AlreadyEnded, BoardPictures, CountyItem, ItemChanged, ItemNotFound, Saved
+from .items import AlreadyEnded, BoardPictures, CountyItem, ItemChanged, ItemNotFound, ItemsFull, Saved
 
 bp = Blueprint("board", __name__, url_prefix="/board", template_folder="templates")
 
@@ -76,6 +76,25 @@ def _field_value(iso: str | None) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S" if when.second else "%Y-%m-%dT%H:%M")
 
 
+def text_messages(text: str, font) -> list[str]:
+    """What keeps ``text`` off the board, in the reader's language (empty when it can be shown)."""
+    messages = []
+    for fault in text_faults(text, font):
+        if fault.code == "empty":
+            messages.append(_("Enter the text to show."))
+        elif fault.code == "too_long":
+            messages.append(_("The text has %(count)d characters; the board takes at most %(max)d (that already scrolls for about four minutes). Shorten it or split it into several items.", count=fault.length, max=MAX_TEXT))
+        elif fault.code == "invisible":
+            messages.append(_("Remove the control or invisible characters: %(chars)s", chars=shown_chars(fault.chars)))
+        elif fault.code == "marks":
+            messages.append(_("The board draws combining marks as separate boxes: %(chars)s. Use precomposed letters.", chars=" ".join(f"U+{ord(c):04X}" for c in fault.chars)))
+        elif fault.code == "mongolian":
+            messages.append(_("The board cannot show traditional Mongolian script (it would draw the letters unjoined, left to right): put the Mongolian text on the printed notice."))
+        else:
+            messages.append(_("These characters are not in the board's font: %(chars)s", chars=shown_chars(fault.chars)))
+    return messages
+
+
 class ItemForm(FlaskForm):
     """A hall item: kind, text, from and until, priority, daily schedule. The id is made when it is first saved."""
 
@@ -102,21 +121,7 @@ class ItemForm(FlaskForm):
 
     def validate_text(self, field) -> None:
         field.data = normalise_text(field.data or "")
-        messages = []
-        font = _pictures().font
-        for fault in text_faults(field.data, font):
-            if fault.code == "empty":
-                messages.append(_("Enter the text to show."))
-            elif fault.code == "too_long":
-                messages.append(_("The text has %(count)d characters; the board takes at most %(max)d (that already scrolls for about four minutes). Shorten it or split it into several items.", count=fault.length, max=MAX_TEXT))
-            elif fault.code == "invisible":
-                messages.append(_("Remove the control or invisible characters: %(chars)s", chars=shown_chars(fault.chars)))
-            elif fault.code == "marks":
-                messages.append(_("The board draws combining marks as separate boxes: %(chars)s. Use precomposed letters.", chars=" ".join(f"U+{ord(c):04X}" for c in fault.chars)))
-            elif fault.code == "mongolian":
-                messages.append(_("The board cannot show traditional Mongolian script (it would draw the letters unjoined, left to right): put the Mongolian text on the printed notice."))
-            else:
-                messages.append(_("These characters are not in the board's font: %(chars)s", chars=shown_chars(fault.chars)))
+        messages = text_messages(field.data, _pictures().font)
         if messages:
             field.errors = [*field.errors, *messages[:-1]]
             raise ValidationError(messages[-1])
@@ -268,7 +273,7 @@ def _list_page(status: int = 200, end_errors: dict | None = None):
             "board/index.html",
             hall_items=hall_listed,
             hall_version=version,
-            refused=refused,
+            refused=[(bad, " ".join(text_messages(bad.text, font)) or str(bad.problem)) for bad in refused],
             county_items=county,
             unreadable=unreadable,
             board_status=board_status,
@@ -333,11 +338,18 @@ def _submitted(form: ItemForm, item_id: str | None, save):
     except ItemChanged as exc:
         form.form_errors.append(_("Someone changed this item while you were editing it (it is now version %(version)d), so your change was not saved. Open it again to see theirs.", version=exc.version))
         return _item_page(form, item_id, 409)
+    except ItemsFull as exc:
+        form.form_errors.append(_full_refusal(exc))
+        return _item_page(form, item_id, 422)
     except BoardRejected as exc:
         form.form_errors.append(_("Not saved: %(reason)s", reason=exc.reason))
         return _item_page(form, item_id, 422)
     _saved_message(saved)
     return redirect(url_for("board.index", _anchor=f"item-{saved.item_id}"), 303)
+
+
+def _full_refusal(exc: ItemsFull) -> str:
+    return _("Not saved: the hall already has %(max)d items that have not ended, the most the board rotates through (a rotation that long takes hours). End or withdraw some in the list first.", max=exc.limit)
 
 
 def _saved_message(saved: Saved) -> None:
@@ -420,5 +432,7 @@ def end(item_id: str):
         abort(404)
     except AlreadyEnded as exc:
         return _list_page(409, end_errors={item_id: _("Not saved: %(id)s already ended at %(time)s.", id=item_id, time=_show_time(datetime.fromisoformat(exc.end)))})
+    except ItemsFull as exc:  # a list stored over the limit by hand: ending one cannot be saved either
+        return _list_page(409, end_errors={item_id: _full_refusal(exc)})
     _saved_message(saved)
     return redirect(url_for("board.index", _anchor="hall-items"), 303)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from flask import Flask
 from PIL import Image
 
-from services.board import HALL_TZ, BoardRejected, BoardSettings, BoardTooSmall, ContentItem, Font, Renderer, validate_board_state, validate_item, validate_items
+from services.board import HALL_TZ, ID_PATTERN, MAX_ITEMS, BoardRejected, BoardSettings, BoardTooSmall, ContentItem, Font, Renderer, validate_board_state, validate_item
 from services.sink import PERSON, EventSpec
 
 from ...config import Config
@@ -70,6 +70,14 @@ class AlreadyEnded(BoardPageError, ValueError):
     def __init__(self, item_id: str, end: str) -> None:
         super().__init__(item_id)
         self.item_id, self.end = item_id, end
+
+
+class ItemsFull(BoardPageError, OverflowError):
+    """The list holds MAX_ITEMS items that have not ended: one must end before another is added."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 class _Stale(Exception):
@@ -161,7 +169,16 @@ def stored(store: Store) -> tuple[int, list[dict]]:
     return (found[0], list(found[1].get("items", []))) if found else (0, [])
 
 
-def hall_items(store: Store, font: Font, now: datetime) -> tuple[int, list[Listed], list[BoardRejected]]:
+@dataclass(frozen=True)
+class Unshowable:
+    """A hall item stored earlier that no longer passes the board's check; the list offers to withdraw it."""
+
+    item_id: str | None
+    text: str
+    problem: BoardRejected
+
+
+def hall_items(store: Store, font: Font, now: datetime) -> tuple[int, list[Listed], list[Unshowable]]:
     """The hall's list: its version, its items, and why any item no longer passes (a font without a glyph it had)."""
     version, raw = stored(store)
     listed, refused = [], []
@@ -169,7 +186,9 @@ def hall_items(store: Store, font: Font, now: datetime) -> tuple[int, list[Liste
         try:
             item = validate_item(entry, font, source="hall", path=f"items[{i}]")
         except BoardRejected as exc:
-            refused.append(exc)
+            entry = entry if isinstance(entry, dict) else {}
+            item_id, text = entry.get("id"), entry.get("text")
+            refused.append(Unshowable(item_id if isinstance(item_id, str) and ID_PATTERN.match(item_id) else None, text if isinstance(text, str) else "", exc))
             continue
         listed.append(Listed(item, HALL_SCOPE, version, state_at(item, now)))
     return version, listed, refused
@@ -230,8 +249,12 @@ def _find(items: list[dict], item_id: str) -> int | None:
 
 
 def _long_ended(entry: dict, now: datetime) -> bool:
+    return _ended(entry, now - timedelta(days=ENDED_KEPT_DAYS))
+
+
+def _ended(entry: dict, now: datetime) -> bool:
     end = entry.get("end")
-    return isinstance(end, str) and datetime.fromisoformat(end) <= now - timedelta(days=ENDED_KEPT_DAYS)
+    return isinstance(end, str) and datetime.fromisoformat(end) <= now
 
 
 def _commit(h: Hall, font: Font, username: str, change: Callable[[list[dict], datetime], tuple[str, str, dict | None, list[dict]]]) -> Saved:
@@ -247,7 +270,16 @@ def _commit(h: Hall, font: Font, username: str, change: Callable[[list[dict], da
         action, item_id, item, new_items = change(items, now)
         dropped = [e["id"] for e in new_items if e.get("id") != item_id and _long_ended(e, now)]
         kept = [e for e in new_items if e["id"] not in dropped]
-        validate_items(kept, font, source="hall", path="items")  # the whole list: no repeats, the cap
+        over = len(kept) - MAX_ITEMS
+        if over > 0:
+            # Items that have ended are kept for reference only: the oldest make room first.
+            ended = sorted((e for e in kept if e.get("id") != item_id and _ended(e, now)), key=lambda e: e["end"])
+            dropped += [e["id"] for e in ended[:over]]
+            kept = [e for e in kept if e["id"] not in dropped]
+        if len(kept) > MAX_ITEMS:
+            raise ItemsFull(MAX_ITEMS)
+        # Only the changed item is checked against the font (by the caller): one stored earlier
+        # that a font update made unshowable must not block every change, its own end included.
         data = {"version": version + 1, "action": action, "item_id": item_id, "item": item, "ids": [e["id"] for e in kept], "recorded_by": username}
 
         def domain(conn, envelope: dict) -> None:
@@ -305,6 +337,11 @@ def end_item(h: Hall, font: Font, username: str, item_id: str) -> Saved:
         if current.get("end") and datetime.fromisoformat(current["end"]) <= now:
             raise AlreadyEnded(item_id, current["end"])
         ended_at = now.replace(microsecond=0)
+        try:
+            validate_item(current, font, source="hall")
+        except BoardRejected:
+            # Stored earlier, unshowable now (a font update lost a glyph): it leaves the list.
+            return "withdrawn", item_id, None, [*items[:i], *items[i + 1 :]]
         if current.get("start") and datetime.fromisoformat(current["start"]) >= ended_at:
             return "withdrawn", item_id, None, [*items[:i], *items[i + 1 :]]
         item = _checked({**current, "end": ended_at.isoformat(), "version": current.get("version", 1) + 1}, font)
