@@ -1204,12 +1204,21 @@ class Roster:
         return n
 
     def _session_end(self, s: Session, now: datetime) -> datetime:
+        """When the session should have ended: its shift day's last shift it ran into, else 8 h on."""
+        unscheduled = timedelta(hours=UNSCHEDULED_HOURS)
+        if s.in_verdict in ("pending", "unverified"):
+            # Timed by a clock that was wrong: its check-in time says nothing. It is measured from
+            # the first moment this boot's roster knew the time instead, never ahead of it.
+            return (self._watching_since or now) + unscheduled
+        if s.shift_key is None:
+            return s.in_at + unscheduled  # someone helping out: tomorrow's shift is not this session's
         early = timedelta(minutes=self.rules.check_in_open_min)
         shifts = [
             x for x in self._shifts_between(s.in_at.date() - timedelta(days=1), now.date())
-            if x.staff_id == s.staff_id and x.end > s.in_at and s.in_at - early <= x.start <= s.in_at + timedelta(hours=16)
-        ]
-        return max(x.end for x in shifts) if shifts else s.in_at + timedelta(hours=UNSCHEDULED_HOURS)
+            if x.staff_id == s.staff_id and x.day.isoformat() == s.shift_day and x.end > s.in_at
+            and s.in_at - early <= x.start <= s.in_at + timedelta(hours=16)
+        ]  # fmt: skip
+        return max(x.end for x in shifts) if shifts else s.in_at + unscheduled
 
     def _close_stale(self, now: datetime, only: str | None = None) -> int:
         """Close check-ins whose shift ended missed_checkout_after_min ago with no check-out."""

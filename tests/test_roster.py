@@ -780,6 +780,40 @@ def test_the_shift_guessed_from_a_wrong_clock_is_replaced_at_settle(tmp_path):
         h.close()
 
 
+def test_an_unscheduled_evening_check_in_never_runs_into_the_next_days_shift(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 11, 24, 18, 0))  # Tuesday evening
+    try:
+        h.at(at(2026, 11, 24, 18, 30))
+        assert (h.swipe(URINA).outcome, h.roster.staff_at("w1")) == ("checked_in", "s-001")  # overtime, no shift
+        h.at(wed(6, 31))  # 8 h, then the 240 minutes for a missed check-out
+        [missed] = h.data("attendance.missed_checkout")
+        assert (missed["checked_in_at"], missed["expected_end"]) == ("2026-11-24T18:30:00+08:00", "2026-11-25T02:30:00+08:00")
+        h.at(wed(8, 25))
+        assert h.swipe(URINA).outcome == "checked_in"  # a new check-in, not the check-out of last night
+        h.at(wed(9, 1))
+        assert [a["staff_id"] for a in h.data("attendance.absent")] == ["s-002"]  # not s-001: she came
+    finally:
+        h.close()
+
+
+def test_a_check_in_timed_by_a_wrong_clock_is_not_closed_from_its_wrong_time(tmp_path):
+    clock = FakeClock(at(2026, 11, 20, 18, 0), synced=False)  # the Pi's saved time; really Wed 08:00
+    first = Hall(tmp_path, clock=clock, boot="boot-1")
+    clock.advance(25 * 60)
+    first.swipe(URINA)  # really Wed 08:25
+    first.close()
+    clock2 = FakeClock(wed(8, 45), synced=True)  # a power blip; the next boot has the time at once
+    h = Hall(tmp_path, clock=clock2, boot="boot-2")
+    try:
+        h.roster.tick()
+        assert h.data("attendance.missed_checkout") == [] and h.roster.staff_at("w1") == "s-001"
+        h.at(wed(20, 46))  # 8 h and 240 minutes after this boot first knew the time
+        [missed] = h.data("attendance.missed_checkout")
+        assert missed["expected_end"] == "2026-11-25T16:45:00+08:00"
+    finally:
+        h.close()
+
+
 def test_swipes_from_a_boot_that_never_synced_are_unverified_never_judged(tmp_path):
     clock = FakeClock(wed(7, 0), synced=False)  # really 09:30
     first = Hall(tmp_path, clock=clock, boot="boot-1")
