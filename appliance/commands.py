@@ -58,6 +58,10 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], *, path: str = ""
     return value
 
 
+# A version is stored as SQLite's 64-bit integer.
+MAX_VERSION = (1 << 63) - 1
+
+
 class CommandRouter:
     """The registry of handlers; ``handle()`` takes one MQTT message and never raises."""
 
@@ -93,6 +97,8 @@ class CommandRouter:
             log.error("could not apply %s %s: %s", context["kind"], name, exc)
         except Exception as exc:  # noqa: BLE001 - a bad command must never stop the uplink
             log.exception("handler for %s %s failed", context["kind"], name)
+            if kind == "set" and "version" in context:
+                self._rejected[(name, scope)] = context["version"]  # reported once, as any refusal
             self._reject(context, CommandRejected(f"the device could not apply it ({type(exc).__name__}: {exc})"))
 
     def _parse(self, payload: bytes) -> dict:
@@ -102,8 +108,18 @@ class CommandRouter:
             doc = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CommandRejected(f"is not UTF-8 JSON ({exc}); send a JSON object", "payload") from None
+        except RecursionError:
+            raise CommandRejected("is nested too deeply to read; send a flatter JSON object", "payload") from None
         if not isinstance(doc, dict):
             raise CommandRejected("must be a JSON object", "payload")
+        try:
+            # JSON may spell half a UTF-16 pair ("\\ud800"), which no UTF-8 event can carry:
+            # echoed in a rejection or stored, it would fail every time the message came again.
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CommandRejected("contains a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair); send the text as Unicode characters", "payload") from None
+        except RecursionError:
+            raise CommandRejected("is nested too deeply to read; send a flatter JSON object", "payload") from None
         return doc
 
     def _handle_state(self, scope: str, name: str, payload: bytes, context: dict) -> None:
@@ -117,8 +133,8 @@ class CommandRouter:
             raise CommandRejected(f"'{name}' is not a kind of desired state this device knows; known: {', '.join(sorted(self.states)) or 'none'}", "topic")
         doc = self._parse(payload)
         version = require(doc, "version", int, fix="give a whole number that grows with every change")
-        if version < 1:
-            raise CommandRejected(f"must be 1 or more, got {version}", "version")
+        if not 1 <= version <= MAX_VERSION:
+            raise CommandRejected(f"must be from 1 to {MAX_VERSION}, got {version}", "version")
         context["version"] = version
         applied = self.store.applied_state(name)
         if scope in applied and version <= applied[scope][0]:
@@ -181,5 +197,5 @@ class CommandRouter:
 
         try:
             self.recorder.telemetry("command.rejected", data, droppable=False, domain=domain)
-        except StoreError as err:
+        except Exception as err:  # noqa: BLE001 - handle() never raises: the uplink depends on it
             log.error("could not record the rejection: %s", err)

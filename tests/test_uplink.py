@@ -253,6 +253,13 @@ def test_desired_state_applies_by_version_and_scope(tmp_path, broker, subscriber
         ("set", "settings", b'{"version": 1, "data": {"status_interval": 1}}', "data.status_interval", "must be a whole number from 10 to 3600"),
         ("set", "settings", b'{"version": 1, "data": {"colour": "red"}}', "data.colour", "is not a setting"),
         ("set", "fireworks", b'{"version": 1, "data": {}}', "topic", "is not a kind of desired state"),
+        # Half a UTF-16 pair: no UTF-8 event can carry it, so echoed in the rejection it once
+        # broke every session the broker redelivered it to.
+        ("cmd", "resync", b'{"command_id": "\\ud800x"}', "payload", "contains a lone UTF-16 surrogate escape"),
+        ("cmd", "resync", b'{"command_id": ["\\udfff"]}', "payload", "contains a lone UTF-16 surrogate escape"),
+        ("set", "settings", b'{"version": "\\ud800"}', "payload", "contains a lone UTF-16 surrogate escape"),
+        ("set", "settings", b'{"version": 18446744073709551616, "data": {}}', "version", "must be from 1 to 9223372036854775807"),
+        ("cmd", "resync", b'{"command_id": "deep", "args": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "payload", "is nested too deeply"),
     ],
 )
 def test_bad_commands_are_rejected_with_a_reason_and_the_daemon_keeps_running(tmp_path, broker, subscriber, start_daemon, kind, name, payload, field, reason):
