@@ -336,6 +336,20 @@ def _is_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
 
 
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether opening failed because the file itself is damaged (then it is set aside).
+
+    Only corruption counts: SQLite's CORRUPT and NOTADB, and our own checks (quick_check, a
+    missing store_id), which carry no SQLite code. A store that is locked, read-only, on a
+    failing card or that a migration cannot change is not damaged: setting it aside would
+    abandon its unsent events, so opening fails and is tried again at the next start.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return not isinstance(exc, sqlite3.OperationalError)
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class Store:
     """The SQLite store; safe to share between the daemon's threads and to open from two processes."""
 
@@ -413,6 +427,8 @@ class Store:
                 raise StoreFullError(f"{self.path}: no room to open the store ({exc})") from exc
             if conn is not None:
                 conn.close()
+            if not is_damage(exc):
+                raise StoreError(f"{self.path} cannot be opened now ({exc}); nothing was changed, and the next start tries again") from exc
             if not self.recover:
                 raise StoreError(f"{self.path} cannot be used ({exc}); the daemon repairs it when it starts") from exc
             self.recovered_from = self._move_aside(str(exc))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance import store as store_module
 from appliance.clock import FakeClock
 from appliance.config import DeviceConfig
 from appliance.errors import StoreFullError
@@ -282,6 +283,34 @@ def test_a_damaged_store_is_moved_aside_and_a_fresh_one_started(tmp_path, damage
     store.close()
     again = Store(path, reserve_mb=0)
     assert again.recovered_from is None
+
+
+def test_a_store_that_is_only_locked_or_cannot_migrate_is_never_set_aside(tmp_path, monkeypatch):
+    from appliance.errors import StoreError
+
+    path = tmp_path / "hall.db"
+    rec = make_recorder(path)
+    rec.record("button.pressed", {})
+    store_id = rec.store.store_id
+    rec.store.close()
+    # Another process holds the file for longer than the busy timeout.
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE meta SET value = value WHERE key = 'store_id'")
+    with pytest.raises(StoreError, match="cannot be opened now .*database is locked.*nothing was changed"):
+        Store(path, reserve_mb=0)
+    holder.execute("ROLLBACK")
+    holder.close()
+    # A release whose migration fails on this store (a bug, not damage).
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + ("CREATE TABLE meta (key TEXT)",))
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(store_module.MIGRATIONS))
+    with pytest.raises(StoreError, match="cannot be opened now .*table meta already exists"):
+        Store(path, reserve_mb=0)
+    monkeypatch.undo()
+    assert not list(tmp_path.glob("hall.db.damaged-*"))
+    store = Store(path, reserve_mb=0)
+    assert store.recovered_from is None and store.store_id == store_id and store.depth == 1
 
 
 def _corrupt_pages(path: Path) -> None:

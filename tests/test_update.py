@@ -834,10 +834,12 @@ def test_the_update_state_reads_safely(tmp_path):
 # -- a hall never left dark: whatever fails after the services stop --------------------------------
 
 
-def stand_in_release(device: Device, version: str, *, migrations: tuple[str, ...] = ()) -> Path:
+def stand_in_release(device: Device, version: str, *, migrations: tuple[str, ...] = (), any_error_is_damage: bool = False) -> Path:
     """Release ``version`` as a wrapper around this checkout (no venv to build): ``migrations``
     added to the store's, and a daemon that opens (and migrates) the store, then exits before
-    READY. The updater is made to install it in place of the bundle's wheels."""
+    READY. With ``any_error_is_damage`` its store takes any error while opening for damage and
+    sets the file aside (as releases before schema 7 did). The updater is made to install it in
+    place of the bundle's wheels."""
     release = device.base / "releases" / version
     (release / "bin").mkdir(parents=True)
     (release / "start.py").write_text(
@@ -847,7 +849,8 @@ def stand_in_release(device: Device, version: str, *, migrations: tuple[str, ...
         "from appliance import store\n"
         f"store.MIGRATIONS = store.MIGRATIONS + {migrations!r}\n"
         "store.SCHEMA_VERSION = len(store.MIGRATIONS)\n"
-        "from appliance import daemon\n"
+        + ("store.is_damage = lambda exc: True\n" if any_error_is_damage else "")
+        + "from appliance import daemon\n"
         "def never_ready(message):\n"
         "    if message.startswith('READY=1'):\n"
         "        raise SystemExit('this release is broken on purpose (tests/test_update.py)')\n"
@@ -971,12 +974,28 @@ def test_an_attempt_note_that_cannot_be_read_is_reported_not_guessed_at(device, 
     assert device.link("current") == "releases/0.1.0" and services.calls == []
 
 
-def test_a_release_whose_migration_fails_gets_the_real_store_back_not_the_empty_one_it_made(device, services, bundles):
+def test_a_release_whose_migration_fails_leaves_the_store_as_it_was(device, services, bundles):
     store_id = running_with_ratings(device, services)
     u = updater(device, services)
-    # A migration that fails on a table with rows: store.py takes the error for damage, moves the
-    # real database aside and starts an empty store (where the same migration works).
+    # A migration that fails on a table with rows is a bug, not damage: the store stays as it is.
     u._install_release = lambda bundle, manifest, key: stand_in_release(device, "0.2.0", migrations=("ALTER TABLE ratings ADD COLUMN kiosk TEXT NOT NULL",))
+    outcome = u.install(bundles["0.2.0"])
+    assert outcome.code == EXIT_ROLLED_BACK, "\n".join(u.lines)
+    assert not list(device.state.glob("hall.db.damaged-*"))
+    assert_back_on_010(device, services, 0)
+    assert device.count_text("SELECT value FROM meta WHERE key = 'store_id'") == store_id
+    assert device.count("SELECT COUNT(*) FROM ratings") == 3 and store_schema(device.db) == SCHEMA_VERSION
+    assert device.events()[-1]["data"]["store"] == "untouched"
+    press(device, 1)
+    assert device.count("SELECT COUNT(*) FROM ratings") == 4
+
+
+def test_a_release_that_sets_the_real_store_aside_gets_it_back_not_the_empty_one_it_made(device, services, bundles):
+    store_id = running_with_ratings(device, services)
+    u = updater(device, services)
+    # A release whose store takes a failing migration for damage (as before schema 7) moves the
+    # real database aside and starts an empty store (where the same migration works).
+    u._install_release = lambda bundle, manifest, key: stand_in_release(device, "0.2.0", migrations=("ALTER TABLE ratings ADD COLUMN kiosk TEXT NOT NULL",), any_error_is_damage=True)
     outcome = u.install(bundles["0.2.0"])
     assert outcome.code == EXIT_ROLLED_BACK, "\n".join(u.lines)
     assert list(device.state.glob("hall.db.damaged-*"))  # what the new release did
