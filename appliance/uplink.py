@@ -288,7 +288,11 @@ class Uplink(threading.Thread):
             log.warning("uplink: unclean disconnect: %s", exc)
 
     def _teardown(self) -> None:
-        self._flush_published()
+        try:
+            self._flush_published()
+        except Exception as exc:  # noqa: BLE001 - the rows stay unmarked and are simply sent again
+            log.error("uplink: could not mark what the broker accepted (%s); it is sent again", exc)
+            self._published = []
         client, self._client = self._client, None
         if client is not None and client.socket() is not None:
             try:

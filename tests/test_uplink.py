@@ -346,3 +346,30 @@ def test_a_county_board_notice_reaches_the_board_and_a_bad_one_changes_nothing(t
         wait_until(lambda: d.board.status()["state"] == "thanks", what="the thank-you after a rating")
     finally:
         d.stop()
+
+
+def test_the_uplink_outlives_a_store_that_cannot_mark_what_the_broker_accepted(tmp_path, broker, subscriber, start_daemon):
+    import sqlite3
+
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    real_mark, real_poll = d.store.mark_published, d.uplink._poll
+
+    def disk_full(ids, final):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def lost_after_the_puback(client, sock, timeout):
+        # The broker's PUBACK and the end of the connection arrive in the same read: the
+        # accepted rows are marked while the session is torn down.
+        ok = real_poll(client, sock, timeout)
+        return ok and not d.uplink._published
+
+    d.store.mark_published, d.uplink._poll = disk_full, lost_after_the_puback
+    d.buttons.press("w1", "satisfied")
+    wait_until(lambda: d.uplink.info.state in ("waiting", "connecting"), what="the session ended")
+    assert d.uplink.is_alive() and d.healthy()
+    d.store.mark_published, d.uplink._poll = real_mark, real_poll
+    wait_until(lambda: d.store.depth == 0 or d.uplink.info.state == "connected", what="connected again")
+    d.buttons.press("w1", "very_satisfied")
+    subscriber.wait_for(lambda m: any(e["data"]["level"] == "very_satisfied" for e in subscriber.events("rating.recorded")))
+    assert "satisfied" in [e["data"]["level"] for e in subscriber.events("rating.recorded")]  # once, or again after the reconnect
