@@ -100,6 +100,10 @@ class EventSink(Protocol):
     ) -> Recorded | None: ...
 
 
+class _Unchanged(Exception):
+    """An alarm was already in the state asked for: the event's transaction is rolled back."""
+
+
 class Recorder:
     """Builds the envelope and records each event with its domain rows in one transaction."""
 
@@ -171,20 +175,42 @@ class Recorder:
     def raise_alarm(self, code: str, detail: str) -> None:
         """Raise an alarm once: kept active in the store and published as ``alarm.raised``.
 
-        Never raises: an alarm about a full disk must not become a second failure.
+        The alarm row and its event are one transaction: an alarm is never active without the
+        event that tells the county (a failed write, a kill in between). Never raises: an
+        alarm about a full disk must not become a second failure.
         """
         log.warning("alarm %s: %s", code, detail)
         try:
-            if self.store.set_alarm(code, detail, self.clock.now()):
-                self.telemetry("alarm.raised", {"code": code, "detail": detail}, droppable=False)
+            current = self.store.alarm_detail(code)
+            if current is not None:
+                if current != detail:
+                    self.store.update_alarm_detail(code, detail)  # the same alarm, saying more
+                return
+            now = self.clock.now()
+
+            def activate(conn: sqlite3.Connection, envelope: dict) -> None:
+                if not Store.activate_alarm(conn, code, detail, now):
+                    raise _Unchanged  # raised meanwhile by another thread: no second event
+
+            self.telemetry("alarm.raised", {"code": code, "detail": detail}, droppable=False, domain=activate)
+        except _Unchanged:
+            pass
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not record alarm %s: %s", code, exc)
 
     def clear_alarm(self, code: str) -> None:
-        """Clear an alarm that is active, publishing ``alarm.cleared``."""
+        """Clear an alarm that is active, publishing ``alarm.cleared`` in the same transaction."""
         try:
-            if self.store.clear_alarm(code):
-                log.info("alarm %s cleared", code)
-                self.telemetry("alarm.cleared", {"code": code}, droppable=False)
+            if self.store.alarm_detail(code) is None:
+                return
+
+            def deactivate(conn: sqlite3.Connection, envelope: dict) -> None:
+                if not Store.deactivate_alarm(conn, code):
+                    raise _Unchanged
+
+            self.telemetry("alarm.cleared", {"code": code}, droppable=False, domain=deactivate)
+            log.info("alarm %s cleared", code)
+        except _Unchanged:
+            pass
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not record the end of alarm %s: %s", code, exc)

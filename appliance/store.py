@@ -733,24 +733,33 @@ class Store:
 
     # -- alarms ---------------------------------------------------------------------------
 
-    def set_alarm(self, code: str, detail: str, raised_at: datetime) -> bool:
-        """Mark an alarm active; True if it was not active before."""
+    def alarm_detail(self, code: str) -> str | None:
+        """The detail of an alarm in force, or None when it is not."""
         with self._lock:
-            row = self._conn.execute("SELECT active FROM alarms WHERE code = ?", (code,)).fetchone()
-            if row and row[0]:
-                # Still the same alarm; its detail may have grown (a second button jammed).
-                self._conn.execute("UPDATE alarms SET detail = ? WHERE code = ?", (detail, code))
-                return False
-            self._conn.execute(
-                "INSERT INTO alarms VALUES (?, ?, ?, 1) ON CONFLICT (code) DO UPDATE SET detail = excluded.detail, raised_at = excluded.raised_at, active = 1",
-                (code, detail, raised_at.isoformat(timespec="seconds")),
-            )
-            return True
+            row = self._conn.execute("SELECT detail FROM alarms WHERE code = ? AND active = 1", (code,)).fetchone()
+        return row[0] if row else None
 
-    def clear_alarm(self, code: str) -> bool:
-        """Mark an alarm inactive; True if it was active."""
+    def update_alarm_detail(self, code: str, detail: str) -> None:
+        """An alarm still in force says more (a second button jammed); no event."""
         with self._lock:
-            return self._conn.execute("UPDATE alarms SET active = 0 WHERE code = ? AND active = 1", (code,)).rowcount > 0
+            self._conn.execute("UPDATE alarms SET detail = ? WHERE code = ? AND active = 1", (detail, code))
+
+    @staticmethod
+    def activate_alarm(conn: sqlite3.Connection, code: str, detail: str, raised_at: datetime) -> bool:
+        """Inside the transaction of its alarm.raised: mark it active; False if it already was."""
+        row = conn.execute("SELECT active FROM alarms WHERE code = ?", (code,)).fetchone()
+        if row and row[0]:
+            return False
+        conn.execute(
+            "INSERT INTO alarms VALUES (?, ?, ?, 1) ON CONFLICT (code) DO UPDATE SET detail = excluded.detail, raised_at = excluded.raised_at, active = 1",
+            (code, detail, raised_at.isoformat(timespec="seconds")),
+        )
+        return True
+
+    @staticmethod
+    def deactivate_alarm(conn: sqlite3.Connection, code: str) -> bool:
+        """Inside the transaction of its alarm.cleared: mark it inactive; False if it was not active."""
+        return conn.execute("UPDATE alarms SET active = 0 WHERE code = ? AND active = 1", (code,)).rowcount > 0
 
     def active_alarms(self) -> list[Alarm]:
         """Alarms in force, oldest first."""

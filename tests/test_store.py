@@ -390,3 +390,29 @@ def test_applied_state_comes_widest_scope_first_whatever_the_order_it_was_saved_
         for scope in ("device", "hall", "township", "county"):
             Store.save_state(conn, "calendar", scope, 1, {"from": scope}, "now")
     assert list(store.applied_state("calendar")) == ["county", "township", "device", "hall"]
+
+
+def test_an_alarm_is_active_only_with_the_event_that_says_so(tmp_path, monkeypatch):
+    from appliance.errors import StoreError
+
+    rec = make_recorder(tmp_path / "hall.db")
+    real = rec.store.append_many
+
+    def fails(items):
+        raise StoreError("could not record alarm.raised: disk I/O error")
+
+    monkeypatch.setattr(rec.store, "append_many", fails)
+    rec.raise_alarm("board_error", "the LED board cannot be driven")  # logged, never raised
+    assert rec.store.active_alarms() == []  # not active without its event: the next try sends it
+    monkeypatch.setattr(rec.store, "append_many", real)
+    rec.raise_alarm("board_error", "the LED board cannot be driven")
+    rec.raise_alarm("board_error", "the LED board cannot be driven (module 2)")  # the same alarm, saying more
+    assert [(a.code, a.detail) for a in rec.store.active_alarms()] == [("board_error", "the LED board cannot be driven (module 2)")]
+    monkeypatch.setattr(rec.store, "append_many", fails)
+    rec.clear_alarm("board_error")
+    assert [a.code for a in rec.store.active_alarms()] == ["board_error"]  # still active: its end was not told
+    monkeypatch.setattr(rec.store, "append_many", real)
+    rec.clear_alarm("board_error")
+    rec.clear_alarm("board_error")
+    types = [t for (t,) in rec.store.rows("SELECT type FROM outbox WHERE type LIKE 'alarm.%' ORDER BY id")]
+    assert types == ["alarm.raised", "alarm.cleared"] and rec.store.active_alarms() == []
