@@ -255,7 +255,7 @@ class Ratings:
 
         A follow-up opened in this boot gets its true opening time (anchor time minus the
         monotonic distance); one from an earlier boot keeps its recorded time, marked as
-        not corrected.
+        not corrected, and its deadlines count from the later of that time and the anchor.
         """
         events = []
         # Ratings taken before the sync in this boot are filed under their true day.
@@ -267,7 +267,9 @@ class Ratings:
         for fid, opened_at, fboot, mono_ns in rows:
             corrected = fboot == boot_id and mono_ns is not None
             opened = anchor_time - timedelta(seconds=(anchor_mono_ns - mono_ns) / 1e9) if corrected else datetime.fromisoformat(opened_at)
-            callback_due, rectify_due = self._deadlines(opened)
+            # From an earlier boot the recorded time may be days early; the deadlines then run
+            # from the sync, which is never before the true opening: never a false 'overdue'.
+            callback_due, rectify_due = self._deadlines(opened if corrected else max(opened, anchor_time))
             data = {
                 "followup_id": fid,
                 "opened_at": opened.isoformat(timespec="seconds"),

@@ -343,6 +343,22 @@ def test_deadlines_before_the_clock_is_synced_are_provisional_and_settled_from_t
         h.close()
 
 
+def test_a_followup_from_an_earlier_unsynced_boot_is_not_overdue_the_moment_the_clock_is_right(tmp_path):
+    # The Pi believed it was Friday 20th; it was really Wednesday 25th, 08:30. Then a power blip.
+    h = Hall(tmp_path, start=at(2026, 11, 20, 18), synced=False)
+    try:
+        h.tap("w2", "dissatisfied")
+        # The next boot (another boot_id) learns the time at 09:00, half an hour after the press.
+        h.clock.set_wall(at(2026, 11, 25, 9, 0), synced=True)
+        assert h.ratings.settle(h.clock.now(), h.clock.monotonic_ns(), "boot-2") == 1
+        updated = h.events("followup.updated")[0]["data"]
+        assert (updated["corrected"], updated["opened_at"]) == (False, "2026-11-20T18:00:00+08:00")
+        assert updated["callback_due"] == "2026-11-26T09:00:00+08:00"  # a working day from the sync
+        assert h.ratings.check_overdue() == 0
+    finally:
+        h.close()
+
+
 def test_overdue_followups_are_published_and_published_again_each_day(hall):
     hall.tap("w1", "very_dissatisfied")
     assert hall.ratings.check_overdue() == 0
