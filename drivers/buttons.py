@@ -51,10 +51,19 @@ class ContactDebouncer:
         self.settle_to: bool | None = None
         # A contact found closed at start is treated as jammed until it opens.
         self.stuck = False
+        # How long the contact was last seen open (raw edges): a close after an opening that
+        # long is a new press even when it settles after a lockout; a shorter one is chatter.
+        self.opened_at: float | None = None
+        self.open_for = float("inf")
 
     def edge(self, pressed: bool) -> list[str]:
         """A raw edge; returns what it means: 'press', 'release', 'stuck', 'unstuck'."""
         now = self.clock()
+        if pressed:
+            self.open_for = now - self.opened_at if self.opened_at is not None else float("inf")
+            self.opened_at = None
+        elif self.opened_at is None:
+            self.opened_at = now
         out = self._settle(now)
         if now - self.changed_at < self.debounce_s:
             self.settle_to = pressed
@@ -84,8 +93,9 @@ class ContactDebouncer:
         self.changed_at = now
         if pressed:
             self.pressed_at = now
-            # A level settled after chatter is the same press continuing, not a new one.
-            return [] if settling else ["press"]
+            # Settled after a lockout: a new press if the contact had really opened (for the
+            # debounce time, give or take float rounding), else the same press continuing.
+            return ["press"] if not settling or self.open_for >= self.debounce_s - 1e-6 else []
         self.pressed_at = None
         if self.stuck:
             self.stuck = False

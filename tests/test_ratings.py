@@ -200,6 +200,29 @@ def test_debouncer_settles_a_level_seen_during_chatter():
     assert c.edge(True) == ["press"]
 
 
+@pytest.mark.parametrize(
+    ("edges", "meaning"),
+    [
+        # A release inside the first press's lockout, then a second press inside the lockout
+        # that release's settling starts: the contact was open 50 ms, so that is a new press.
+        ([(10.00, True), (10.03, False), (10.08, True), (10.25, False)], ["press", "release", "press", "release"]),
+        ([(20.00, True), (20.10, False), (20.15, True), (20.40, False)], ["press", "release", "press", "release"]),  # 20.15 - 20.10 < 0.05 in floats
+        # A held button whose contact opens for 10 ms: the same press continuing.
+        ([(0.00, True), (5.00, False), (5.01, True), (9.00, False)], ["press", "release", "release"]),
+    ],
+)
+def test_the_debouncer_counts_a_press_after_a_real_opening_and_not_after_a_flicker(edges, meaning):
+    now = [0.0]
+    c = ContactDebouncer(lambda: now[0], debounce_s=0.05)
+    out = []
+    for at, pressed in edges:
+        now[0] = at
+        out += c.edge(pressed)
+    now[0] += 1
+    out += c.tick()
+    assert out == meaning
+
+
 # -- who is on duty -----------------------------------------------------------------------
 
 
