@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import CommandRejected, StoreError
+from .errors import CommandDeferred, CommandRejected, StoreError
 from .events import SCOPES, Recorder
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ MAX_VERSION = (1 << 63) - 1
 
 
 class CommandRouter:
-    """The registry of handlers; ``handle()`` takes one MQTT message and never raises."""
+    """The registry of handlers; ``handle()`` takes one MQTT message and raises only
+    CommandDeferred (the store failed: nothing applied, the message must not be acknowledged)."""
 
     def __init__(self, recorder: Recorder, max_bytes: int = 1 << 20) -> None:
         self.recorder = recorder
@@ -92,9 +93,10 @@ class CommandRouter:
         except CommandRejected as exc:
             self._reject(context, exc)
         except StoreError as exc:
-            # Nothing was applied; the broker redelivers an un-acknowledged one-off, and
-            # retained state comes again on the next connect.
-            log.error("could not apply %s %s: %s", context["kind"], name, exc)
+            # Nothing was applied. Unacknowledged, the message comes again after the uplink
+            # reconnects (a one-off from the persistent session, state as the retained one).
+            log.error("could not apply %s %s: %s; it is taken again after the reconnect", context["kind"], name, exc)
+            raise CommandDeferred(f"{context['kind']} {name}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - a bad command must never stop the uplink
             log.exception("handler for %s %s failed", context["kind"], name)
             if kind == "set" and "version" in context:

@@ -33,5 +33,14 @@ class CommandRejected(ApplianceError, ValueError):
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
+class CommandDeferred(ApplianceError, RuntimeError):
+    """A command could not be applied because the store failed; nothing was applied.
+
+    The uplink lets it end the session before the message is acknowledged, so the broker
+    delivers it again after the reconnect (a one-off from the persistent session, a desired
+    state as the retained message).
+    """
+
+
 class ControlError(ApplianceError, ConnectionError):
     """The daemon's control socket could not be reached or refused the request."""

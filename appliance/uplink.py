@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 from .clock import Clock
 from .commands import CommandRouter
 from .config import BrokerConfig
+from .errors import CommandDeferred
 from .events import SCOPES, Recorder, Topics
 from .store import PERSON, TELEMETRY, Recorded, Store
 
@@ -136,6 +137,12 @@ class Uplink(threading.Thread):
             self.info.state = "connecting"
             try:
                 connected = self._session()
+            except CommandDeferred as exc:
+                # Raised through paho's on_message before it acknowledged the message: the
+                # broker delivers it again after the reconnect below.
+                log.warning("uplink: %s; reconnecting so that it comes again", exc)
+                self.info.last_error = f"a command could not be applied yet ({exc})"
+                connected = False  # back off as after a failure: the store may need a while
             except Exception as exc:  # noqa: BLE001 - the uplink must outlive any one failure
                 log.exception("uplink session failed")
                 self.info.last_error = f"{type(exc).__name__}: {exc}"
@@ -394,6 +401,7 @@ class Uplink(threading.Thread):
             self._handle_ack(message.payload)
         else:
             self._flush_published()
+            # CommandDeferred propagates: paho acknowledges a message only after this returns.
             self.router.handle(kind, scope, name, message.payload, message.topic)
 
     def _handle_ack(self, payload: bytes) -> None:

@@ -373,3 +373,24 @@ def test_the_uplink_outlives_a_store_that_cannot_mark_what_the_broker_accepted(t
     d.buttons.press("w1", "very_satisfied")
     subscriber.wait_for(lambda m: any(e["data"]["level"] == "very_satisfied" for e in subscriber.events("rating.recorded")))
     assert "satisfied" in [e["data"]["level"] for e in subscriber.events("rating.recorded")]  # once, or again after the reconnect
+
+
+def test_a_command_the_store_cannot_take_is_not_acknowledged_and_comes_again(tmp_path, broker, subscriber, start_daemon):
+    from appliance.errors import StoreError
+
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    real = d.store.append_many
+    failed = []
+
+    def locked_once(items):
+        if items[0].event_type == "command.applied" and not failed:
+            failed.append(items[0].event_type)
+            raise StoreError("could not record command.applied: database is locked")
+        return real(items)
+
+    d.store.append_many = locked_once
+    publish(broker, topics_of(d).command("resync"), json.dumps({"command_id": "c-once"}))
+    subscriber.wait_for(lambda m: any(e["data"].get("command_id") == "c-once" for e in _command_events(subscriber, ("command.applied",))), timeout=30)
+    assert failed == ["command.applied"] and d.store.command_seen("c-once") == "applied"
+    assert d.uplink.is_alive() and d.healthy()
