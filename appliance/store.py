@@ -339,15 +339,16 @@ def _is_full(exc: sqlite3.Error) -> bool:
 def is_damage(exc: sqlite3.Error) -> bool:
     """Whether opening failed because the file itself is damaged (then it is set aside).
 
-    Only corruption counts: SQLite's CORRUPT and NOTADB, and our own checks (quick_check, a
-    missing store_id), which carry no SQLite code. A store that is locked, read-only, on a
-    failing card or that a migration cannot change is not damaged: setting it aside would
-    abandon its unsent events, so opening fails and is tried again at the next start.
+    Damage is SQLite's CORRUPT and NOTADB, an I/O error reading it (bad blocks on the card:
+    a fresh file lands elsewhere and the hall keeps working), and our own checks (quick_check,
+    a missing store_id), which carry no SQLite code. A store that is locked, read-only or that
+    a migration cannot change is not damaged: setting it aside would abandon its unsent
+    events, so opening fails and is tried again at the next start.
     """
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return not isinstance(exc, sqlite3.OperationalError)
-    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR)
 
 
 class Store:

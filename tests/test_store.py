@@ -416,3 +416,23 @@ def test_an_alarm_is_active_only_with_the_event_that_says_so(tmp_path, monkeypat
     rec.clear_alarm("board_error")
     types = [t for (t,) in rec.store.rows("SELECT type FROM outbox WHERE type LIKE 'alarm.%' ORDER BY id")]
     assert types == ["alarm.raised", "alarm.cleared"] and rec.store.active_alarms() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "damage"),
+    [
+        (sqlite3.DatabaseError, sqlite3.SQLITE_CORRUPT, True),
+        (sqlite3.DatabaseError, sqlite3.SQLITE_NOTADB, True),
+        (sqlite3.OperationalError, sqlite3.SQLITE_IOERR_READ, True),  # bad blocks: a fresh file lands elsewhere
+        (sqlite3.DatabaseError, None, True),  # our own: quick_check, a missing store_id
+        (sqlite3.OperationalError, sqlite3.SQLITE_BUSY, False),
+        (sqlite3.OperationalError, sqlite3.SQLITE_READONLY, False),
+        (sqlite3.OperationalError, sqlite3.SQLITE_CANTOPEN, False),
+        (sqlite3.OperationalError, sqlite3.SQLITE_ERROR, False),  # a migration's statement failed
+    ],
+)
+def test_only_a_damaged_file_is_damage(kind, code, damage):
+    exc = kind("as SQLite says it")
+    if code is not None:
+        exc.sqlite_errorcode = code
+    assert store_module.is_damage(exc) is damage
