@@ -964,6 +964,22 @@ def test_an_update_cut_short_after_the_switch_is_rolled_back_at_the_next_boot(de
     assert updater(device, services).resume().code == EXIT_OK  # done: nothing more to resume
 
 
+def test_a_power_cut_after_the_health_check_passed_leaves_the_new_release(device, services, bundles, monkeypatch):
+    services.start(DAEMON_UNIT, 30)
+    u = updater(device, services)
+
+    def power_cut(keep):
+        raise SystemExit("the power went while old releases were being removed")
+
+    monkeypatch.setattr(u, "_prune", power_cut)
+    with pytest.raises(SystemExit):
+        u.install(bundles["0.2.0"])
+    assert not (device.work / "attempt.json").exists()  # healthy: nothing left to roll back
+    outcome = updater(device, services).resume()
+    assert (outcome.code, outcome.message) == (EXIT_OK, "no interrupted update to finish")
+    assert device.link("current") == "releases/0.2.0"
+
+
 def test_an_attempt_note_that_cannot_be_read_is_reported_not_guessed_at(device, services):
     device.init_store()
     device.work.mkdir(parents=True, mode=0o700)
