@@ -974,7 +974,7 @@ class Roster:
             verdict = "pending"
         elif shift is None:
             verdict = "unscheduled"
-        elif self._shift_begun(member.id, shift.key, now):
+        elif self._shift_begun(member.id, shift, now):
             verdict = "returned"  # back within a shift already begun: its first check-in judged it
         elif now > shift.start + timedelta(minutes=self.rules.late_grace_min):
             verdict = "late"
@@ -1006,11 +1006,17 @@ class Roster:
         return SwipeResult("checked_in", card, member.id, member.name, window, verdict, minutes, session_id, session_id=session_id,
                            notice=Notice("checked_in", NOTICE_TEXT["checked_in"].format(name=member.name), member.id, window))
 
-    def _shift_begun(self, staff_id: str, shift_key: str, before: datetime, *, besides: Iterable[tuple[str, str]] = ()) -> bool:
-        """Whether ``staff_id`` checked in for this shift before ``before`` (timed check-ins only)."""
-        return (staff_id, shift_key) in set(besides) or bool(self.store.rows(
-            "SELECT 1 FROM attendance WHERE staff_id = ? AND shift_key = ? AND in_at < ? AND in_verdict NOT IN ('pending', 'unverified') LIMIT 1",
-            (staff_id, shift_key, _iso(before)),
+    def _shift_begun(self, staff_id: str, shift: Shift, before: datetime, *, besides: Iterable[tuple[str, str]] = ()) -> bool:
+        """Whether ``staff_id`` was already at work in this shift: checked in before ``before``
+        and still there at its start or later (timed check-ins only), with no absence standing
+        for it. Someone who came and went before the start, or was judged absent, is judged
+        again at this check-in (late, cancelling the absence)."""
+        if self.store.rows("SELECT 1 FROM attendance_verdicts WHERE kind = 'absent' AND shift_key = ? AND voided_by IS NULL", (shift.key,)):
+            return False
+        return (staff_id, shift.key) in set(besides) or bool(self.store.rows(
+            "SELECT 1 FROM attendance WHERE staff_id = ? AND shift_key = ? AND in_at < ? AND in_verdict NOT IN ('pending', 'unverified')"
+            " AND (out_at IS NULL OR out_at > ?) LIMIT 1",
+            (staff_id, shift.key, _iso(before), _iso(shift.start)),
         ))
 
     def _late_spec(self, member: StaffMember, shift: Shift, at: datetime, session_id: str, minutes: int, *, settled: bool, corrected: bool = True) -> EventSpec:
@@ -1405,15 +1411,13 @@ class Roster:
                         shift = self._match_shift(staff_id, t_in)
                         if shift is None:
                             in_verdict = "unscheduled"
-                        elif self._shift_begun(staff_id, shift.key, t_in, besides=begun):
+                        elif self._shift_begun(staff_id, shift, t_in, besides=begun):
                             in_verdict = "returned"
                         elif t_in > shift.start + timedelta(minutes=self.rules.late_grace_min):
                             in_verdict = "late"
                             events.append(self._late_spec(member, shift, t_in, sid, _ceil_minutes(t_in - shift.start), settled=True))
                         else:
                             in_verdict = "on_time"
-                        if shift is not None:
-                            begun.append((staff_id, shift.key))
                     else:
                         in_verdict = "unverified"
                 if out_verdict == "pending":
@@ -1431,6 +1435,8 @@ class Roster:
                     else:
                         out_verdict = "unverified"
                     out_at = _iso(t_out)
+                if rematched and shift is not None and (out_at is None or datetime.fromisoformat(out_at) > shift.start):
+                    begun.append((staff_id, shift.key))  # at work at its start or later: a later check-in returns
                 # The shift guessed from the wrong clock is replaced by the one the true time matches.
                 window = shift.window if shift else (member.windows[0] if member.windows else None)
                 update = (

@@ -346,6 +346,22 @@ def test_someone_on_time_who_comes_back_after_the_grace_period_is_not_late(hall)
     assert entry["status"] == "on_time"
 
 
+def test_coming_and_going_before_the_start_does_not_make_a_later_check_in_a_return(hall):
+    hall.at(wed(8, 20))
+    hall.swipe(URINA)
+    hall.at(wed(8, 25))
+    hall.swipe(URINA)  # gone again before 08:30
+    hall.at(wed(9, 0))
+    assert [a["staff_id"] for a in hall.data("attendance.absent")] == ["s-001", "s-002"]
+    hall.at(wed(9, 10))
+    result = hall.swipe(URINA)
+    assert (result.verdict, result.minutes) == ("late", 40)
+    [late] = hall.data("attendance.late")
+    assert late["cancels"] == hall.events("attendance.absent")[0]["event_id"]
+    [entry] = [e for e in hall.roster.summary("2026-11-25")["shifts"] if e["staff_id"] == "s-001"]
+    assert (entry["status"], entry["minutes_late"]) == ("late", 40)
+
+
 def test_the_next_shift_of_the_day_is_judged_on_its_own(hall):
     hall.at(wed(8, 25))
     hall.swipe(BATER)
