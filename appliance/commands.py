@@ -9,6 +9,7 @@ are applied once per ``command_id``. Whatever arrives, the answer is an event â€
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -60,6 +61,9 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], *, path: str = ""
 
 # A version is stored as SQLite's 64-bit integer.
 MAX_VERSION = (1 << 63) - 1
+# How many times a message the store could not take is left unacknowledged (to come again
+# after a reconnect) before it is acknowledged unapplied, with a command.rejected if possible.
+MAX_DEFERRALS = 3
 
 
 class CommandRouter:
@@ -73,6 +77,7 @@ class CommandRouter:
         self.states: dict[str, StateHandler] = {}
         self.actions: dict[str, ActionHandler] = {}
         self._rejected: dict[tuple[str, str], int] = {}
+        self._deferred: dict[str, int] = {}  # sha256 of topic and payload -> times deferred
 
     def register_state(self, name: str, handler: StateHandler) -> None:
         self.states[name] = handler
@@ -90,13 +95,26 @@ class CommandRouter:
                 self._handle_state(scope, name, payload, context)
             else:
                 self._handle_action(name, payload, context)
+            if self._deferred:  # taken at last: forget its earlier tries
+                self._deferred.pop(hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest(), None)
         except CommandRejected as exc:
             self._reject(context, exc)
         except StoreError as exc:
             # Nothing was applied. Unacknowledged, the message comes again after the uplink
-            # reconnects (a one-off from the persistent session, state as the retained one).
-            log.error("could not apply %s %s: %s; it is taken again after the reconnect", context["kind"], name, exc)
-            raise CommandDeferred(f"{context['kind']} {name}: {exc}") from exc
+            # reconnects (a one-off from the persistent session, state as the retained one),
+            # a few times only: a store that stays broken must not keep the uplink from
+            # sending everything else.
+            key = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+            tries = self._deferred.get(key, 0) + 1
+            if tries <= MAX_DEFERRALS:
+                if len(self._deferred) > 100:
+                    self._deferred.clear()
+                self._deferred[key] = tries
+                log.error("could not apply %s %s: %s; it is taken again after the reconnect (%d of %d)", context["kind"], name, exc, tries, MAX_DEFERRALS)
+                raise CommandDeferred(f"{context['kind']} {name}: {exc}") from exc
+            self._deferred.pop(key, None)
+            log.error("could not apply %s %s after %d tries: %s; acknowledged without applying it", context["kind"], name, tries, exc)
+            self._reject(context, CommandRejected(f"the device could not record it ({exc}); nothing was applied: send it again later"))
         except Exception as exc:  # noqa: BLE001 - a bad command must never stop the uplink
             log.exception("handler for %s %s failed", context["kind"], name)
             if kind == "set" and "version" in context:

@@ -394,3 +394,29 @@ def test_a_command_the_store_cannot_take_is_not_acknowledged_and_comes_again(tmp
     subscriber.wait_for(lambda m: any(e["data"].get("command_id") == "c-once" for e in _command_events(subscriber, ("command.applied",))), timeout=30)
     assert failed == ["command.applied"] and d.store.command_seen("c-once") == "applied"
     assert d.uplink.is_alive() and d.healthy()
+
+
+def test_a_command_the_store_never_takes_is_given_up_after_three_tries_and_the_uplink_goes_on(tmp_path, broker, subscriber, start_daemon):
+    from appliance.commands import MAX_DEFERRALS
+    from appliance.errors import StoreFullError
+
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))  # reconnects within 0.5 s (conftest)
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    real = d.store.append_many
+    tries = []
+
+    def full_for_commands(items):
+        if items[0].event_type == "command.applied":
+            tries.append(1)
+            raise StoreFullError("no room to record command.applied")
+        return real(items)
+
+    d.store.append_many = full_for_commands
+    publish(broker, topics_of(d).command("resync"), json.dumps({"command_id": "c-never"}))
+    d.buttons.press("w1", "satisfied")  # meanwhile: must still reach the county
+    subscriber.wait_events(1, timeout=30)
+    rejected = subscriber.wait_for(lambda m: any(e["data"].get("command_id") == "c-never" for e in _command_events(subscriber, ("command.rejected",))), timeout=30)
+    assert rejected and len(tries) == MAX_DEFERRALS + 1
+    [event] = [e for e in _command_events(subscriber, ("command.rejected",)) if e["data"].get("command_id") == "c-never"]
+    assert "the device could not record it (no room to record command.applied); nothing was applied: send it again later" == event["data"]["reason"]
+    assert d.uplink.is_alive() and d.healthy()
