@@ -432,6 +432,7 @@ def test_an_item_the_font_can_no_longer_show_blocks_nothing_and_can_be_withdrawn
     store_hall_items(app, [
         {"id": "old-1", "kind": "announcement", "text": "旧通知𠀀", "version": 1, "priority": 5},  # stored under another font
         {"id": "old-2", "kind": "announcement", "text": "明日上午停水", "version": 1, "priority": 5},
+        {"id": "old-3", "kind": "announcement", "text": "已结束𠀀", "version": 2, "priority": 5, "end": "2026-11-20T18:00:00+08:00"},
     ])  # fmt: skip
     client = as_role(app, "director", "zh_Hans")
     listing = client.get("/board")
@@ -442,10 +443,11 @@ def test_an_item_the_font_can_no_longer_show_blocks_nothing_and_can_be_withdrawn
     # Other changes go through: ending the good item, adding one.
     assert client.post("/board/items/old-2/end", data={"csrf_token": token(client, "/board")}).status_code == 303
     assert post_item(client, text=NOTICE).status_code == 303
-    # The bad one is withdrawn from the list with the button beside its alert.
-    assert client.post("/board/items/old-1/end", data={"csrf_token": token(client, "/board")}).status_code == 303
-    version, items = hall_state(app)
-    assert "old-1" not in [i["id"] for i in items] and events(app)[-1]["data"]["action"] == "withdrawn"
+    # The bad ones are withdrawn from the list with the button beside their alerts, ended or not.
+    for bad in ("old-1", "old-3"):
+        assert client.post(f"/board/items/{bad}/end", data={"csrf_token": token(client, "/board")}).status_code == 303
+        version, items = hall_state(app)
+        assert bad not in [i["id"] for i in items] and events(app)[-1]["data"]["action"] == "withdrawn"
     assert "can no longer be shown" not in text(client.get("/board"))
 
 

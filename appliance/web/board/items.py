@@ -334,14 +334,15 @@ def end_item(h: Hall, font: Font, username: str, item_id: str) -> Saved:
     def change(items: list[dict], now: datetime):
         i = _owned(h, font, items, item_id)
         current = items[i]
-        if current.get("end") and datetime.fromisoformat(current["end"]) <= now:
-            raise AlreadyEnded(item_id, current["end"])
-        ended_at = now.replace(microsecond=0)
         try:
             validate_item(current, font, source="hall")
         except BoardRejected:
-            # Stored earlier, unshowable now (a font update lost a glyph): it leaves the list.
+            # Stored earlier, unshowable now (a font update lost a glyph): it leaves the list,
+            # ended or not.
             return "withdrawn", item_id, None, [*items[:i], *items[i + 1 :]]
+        if current.get("end") and datetime.fromisoformat(current["end"]) <= now:
+            raise AlreadyEnded(item_id, current["end"])
+        ended_at = now.replace(microsecond=0)
         if current.get("start") and datetime.fromisoformat(current["start"]) >= ended_at:
             return "withdrawn", item_id, None, [*items[:i], *items[i + 1 :]]
         item = _checked({**current, "end": ended_at.isoformat(), "version": current.get("version", 1) + 1}, font)
