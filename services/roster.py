@@ -1216,14 +1216,17 @@ class Roster:
             # Timed by a clock that was wrong: its check-in time says nothing. It is measured from
             # the first moment this boot's roster knew the time instead, never ahead of it.
             return (self._watching_since or now) + unscheduled
-        if s.shift_key is None:
-            return s.in_at + unscheduled  # someone helping out: tomorrow's shift is not this session's
+        # Shifts of the matched shift's day (or, for a check-in that matched none, of the
+        # check-in's own day: an early arrival, not tomorrow's shift) that began around it.
+        day = s.shift_day or s.in_at.date().isoformat()
         early = timedelta(minutes=self.rules.check_in_open_min)
         shifts = [
             x for x in self._shifts_between(s.in_at.date() - timedelta(days=1), now.date())
-            if x.staff_id == s.staff_id and x.day.isoformat() == s.shift_day and x.end > s.in_at
+            if x.staff_id == s.staff_id and x.day.isoformat() == day and x.end > s.in_at
             and s.in_at - early <= x.start <= s.in_at + timedelta(hours=16)
         ]  # fmt: skip
+        if s.shift_key is None:
+            return max([x.end for x in shifts] + [s.in_at + unscheduled])
         return max(x.end for x in shifts) if shifts else s.in_at + unscheduled
 
     def _close_stale(self, now: datetime, only: str | None = None) -> int:

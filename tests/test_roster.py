@@ -812,6 +812,18 @@ def test_an_unscheduled_evening_check_in_never_runs_into_the_next_days_shift(tmp
         h.close()
 
 
+def test_an_early_arrival_without_a_shift_yet_stays_checked_in_through_that_days_shift(tmp_path):
+    h = Hall(tmp_path, start=wed(5, 0))
+    try:
+        assert h.swipe(URINA).verdict == "unscheduled"  # 3.5 h before her 08:30 shift
+        h.at(wed(17, 20))  # 12 h later: 8 h and the 240 minutes, but her shift runs to 17:30
+        assert h.data("attendance.missed_checkout") == [] and h.roster.staff_at("w1") == "s-001"
+        h.at(wed(17, 35))
+        assert h.swipe(URINA).outcome == "checked_out"
+    finally:
+        h.close()
+
+
 def test_a_check_in_timed_by_a_wrong_clock_is_not_closed_from_its_wrong_time(tmp_path):
     clock = FakeClock(at(2026, 11, 20, 18, 0), synced=False)  # the Pi's saved time; really Wed 08:00
     first = Hall(tmp_path, clock=clock, boot="boot-1")
