@@ -62,7 +62,9 @@ def require(obj: Any, key: str, kind: type | tuple[type, ...], *, path: str = ""
 # A version is stored as SQLite's 64-bit integer.
 MAX_VERSION = (1 << 63) - 1
 # How many times a message the store could not take is left unacknowledged (to come again
-# after a reconnect) before it is acknowledged unapplied, with a command.rejected if possible.
+# after a reconnect) before it is acknowledged unapplied, with one command.rejected if that
+# can be recorded; later copies (a retained state comes on every connect) are acknowledged at
+# once while the store still fails, and applied as soon as it works.
 MAX_DEFERRALS = 3
 
 
@@ -106,15 +108,16 @@ class CommandRouter:
             # sending everything else.
             key = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
             tries = self._deferred.get(key, 0) + 1
+            if len(self._deferred) > 100:
+                self._deferred.clear()
+            self._deferred[key] = tries  # kept after giving up: a retained copy comes again at once
             if tries <= MAX_DEFERRALS:
-                if len(self._deferred) > 100:
-                    self._deferred.clear()
-                self._deferred[key] = tries
                 log.error("could not apply %s %s: %s; it is taken again after the reconnect (%d of %d)", context["kind"], name, exc, tries, MAX_DEFERRALS)
                 raise CommandDeferred(f"{context['kind']} {name}: {exc}") from exc
-            self._deferred.pop(key, None)
-            log.error("could not apply %s %s after %d tries: %s; acknowledged without applying it", context["kind"], name, tries, exc)
-            self._reject(context, CommandRejected(f"the device could not record it ({exc}); nothing was applied: send it again later"))
+            log.error("could not apply %s %s (%d tries): %s; acknowledged without applying it", context["kind"], name, tries, exc)
+            if tries == MAX_DEFERRALS + 1:
+                # Said once. Not remembered as handled: the same command_id may be sent again.
+                self._reject(context, CommandRejected(f"the device could not record it ({exc}); nothing was applied: send it again later"), remember=False)
         except Exception as exc:  # noqa: BLE001 - a bad command must never stop the uplink
             log.exception("handler for %s %s failed", context["kind"], name)
             if kind == "set" and "version" in context:
@@ -206,10 +209,10 @@ class CommandRouter:
         if handler.after:
             handler.after(args)
 
-    def _reject(self, context: dict, exc: CommandRejected) -> None:
+    def _reject(self, context: dict, exc: CommandRejected, *, remember: bool = True) -> None:
         log.warning("rejected %s %s: %s", context["kind"], context["name"], exc)
         data = dict(context, field=exc.field, reason=exc.reason)
-        command_id = context.get("command_id")
+        command_id = context.get("command_id") if remember else None
 
         def domain(conn: sqlite3.Connection, envelope: dict) -> None:
             if command_id:

@@ -1334,16 +1334,16 @@ class Updater:
             if not isinstance(exc, Exception):
                 raise  # an interrupt: the hall runs again, now stop as asked
             return outcome
-        # Found healthy: from here nothing may roll it back, not even a power cut during the
-        # pruning below (which takes seconds on a card).
+        # Found healthy: from here nothing may roll it back, and the success is on record
+        # before the pruning below (seconds on a card) can be cut short.
         self._end_attempt()
+        done = {"version": version, "from_version": from_version, "source": source, "store_schema": manifest.store_schema, "backup": backup.name if backup else None}
+        self._emit(UPDATE_SUCCEEDED, lambda r: r.telemetry(UPDATE_SUCCEEDED, done, droppable=False))
+        self.write_state("succeeded", version, from_version, None)
         try:
             self._prune(keep={release, old})
         except OSError as exc:
             log.warning("could not remove old releases or backups: %s", exc)
-        done = {"version": version, "from_version": from_version, "source": source, "store_schema": manifest.store_schema, "backup": backup.name if backup else None}
-        self._emit(UPDATE_SUCCEEDED, lambda r: r.telemetry(UPDATE_SUCCEEDED, done, droppable=False))
-        self.write_state("succeeded", version, from_version, None)
         return Outcome(EXIT_OK, f"release {version} is running (previous: {from_version})", version)
 
     def _roll_back(

@@ -1007,16 +1007,18 @@ class Roster:
                            notice=Notice("checked_in", NOTICE_TEXT["checked_in"].format(name=member.name), member.id, window))
 
     def _shift_begun(self, staff_id: str, shift: Shift, before: datetime, *, besides: Iterable[tuple[str, str]] = ()) -> bool:
-        """Whether ``staff_id`` was already at work in this shift: checked in before ``before``
-        and still there at its start or later (timed check-ins only), with no absence standing
-        for it. Someone who came and went before the start, or was judged absent, is judged
-        again at this check-in (late, cancelling the absence)."""
+        """Whether ``staff_id`` was already at work in this shift, as ``_present_for`` sees it:
+        a timed check-in before ``before`` (for this shift, an earlier one, or none: an early
+        arrival) still there at the shift's start or later, and no absence standing for it. Someone who came
+        and went before the start, or was judged absent, is judged again at this check-in
+        (late, cancelling the absence). A check-out not yet timed (the clock was wrong) counts
+        as still there: it cannot be placed before the start."""
         if self.store.rows("SELECT 1 FROM attendance_verdicts WHERE kind = 'absent' AND shift_key = ? AND voided_by IS NULL", (shift.key,)):
             return False
         return (staff_id, shift.key) in set(besides) or bool(self.store.rows(
-            "SELECT 1 FROM attendance WHERE staff_id = ? AND shift_key = ? AND in_at < ? AND in_verdict NOT IN ('pending', 'unverified')"
-            " AND (out_at IS NULL OR out_at > ?) LIMIT 1",
-            (staff_id, shift.key, _iso(before), _iso(shift.start)),
+            "SELECT 1 FROM attendance WHERE staff_id = ? AND in_at < ? AND in_verdict NOT IN ('pending', 'unverified')"
+            " AND (open = 1 OR out_verdict = 'pending' OR out_at > ?) LIMIT 1",
+            (staff_id, _iso(before), _iso(shift.start)),
         ))
 
     def _late_spec(self, member: StaffMember, shift: Shift, at: datetime, session_id: str, minutes: int, *, settled: bool, corrected: bool = True) -> EventSpec:
@@ -1226,7 +1228,8 @@ class Roster:
             and s.in_at - early <= x.start <= s.in_at + timedelta(hours=16)
         ]  # fmt: skip
         if s.shift_key is None:
-            return max([x.end for x in shifts] + [s.in_at + unscheduled])
+            # Only a shift it came early for: one that begins while the 8 h still run.
+            return max([x.end for x in shifts if x.start <= s.in_at + unscheduled] + [s.in_at + unscheduled])
         return max(x.end for x in shifts) if shifts else s.in_at + unscheduled
 
     def _close_stale(self, now: datetime, only: str | None = None) -> int:

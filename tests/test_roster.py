@@ -362,6 +362,71 @@ def test_coming_and_going_before_the_start_does_not_make_a_later_check_in_a_retu
     assert (entry["status"], entry["minutes_late"]) == ("late", 40)
 
 
+def test_an_early_arrival_back_from_an_errand_is_a_return(tmp_path):
+    h = Hall(tmp_path, start=wed(5, 0))
+    try:
+        assert h.swipe(URINA).verdict == "unscheduled"  # there at 08:30 without a shift's check-in
+        h.at(wed(10, 0))
+        h.swipe(URINA)
+        h.at(wed(10, 30))
+        assert h.swipe(URINA).verdict == "returned"
+        assert h.data("attendance.late") == [] and "s-001" not in [a["staff_id"] for a in h.data("attendance.absent")]
+    finally:
+        h.close()
+
+
+def test_someone_in_since_the_morning_who_steps_out_in_the_afternoon_shift_returns(hall):
+    hall.at(wed(8, 25))
+    hall.swipe(BATER)  # in through lunch, into the 14:30 shift
+    hall.at(wed(14, 40))
+    hall.swipe(BATER)
+    hall.at(wed(15, 10))
+    assert hall.swipe(BATER).verdict == "returned"
+    assert hall.data("attendance.late") == []
+
+
+def test_a_missed_check_out_yesterday_does_not_make_todays_check_in_a_return(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 11, 24, 8, 25))
+    try:
+        h.swipe(URINA)  # Tuesday, never checked out
+        h.at(wed(8, 50))  # closed as missed overnight; Wednesday, 20 minutes late
+        assert [m["staff_id"] for m in h.data("attendance.missed_checkout")] == ["s-001"]
+        assert (h.swipe(URINA).verdict, h.data("attendance.late")[-1]["minutes_late"]) == ("late", 20)
+    finally:
+        h.close()
+
+
+def test_a_helper_without_a_shift_is_not_kept_checked_in_into_her_night_shift(tmp_path):
+    h = Hall(tmp_path, start=wed(7, 0))
+    try:
+        assert h.swipe(QIQIGE).verdict == "unscheduled"  # helping out; her night shift is 22:00
+        h.at(wed(19, 1))
+        assert [m["staff_id"] for m in h.data("attendance.missed_checkout")] == ["s-003"]
+        h.at(wed(21, 55))
+        assert h.swipe(QIQIGE).outcome == "checked_in"
+    finally:
+        h.close()
+
+
+def test_a_return_in_a_boot_with_a_wrong_clock_is_settled_as_a_return(tmp_path):
+    first = Hall(tmp_path, start=wed(8, 25), boot="boot-1")
+    first.swipe(URINA)  # on time, with a good clock
+    first.close()
+    clock = FakeClock(wed(6, 0), synced=False)  # a power cut; the next boot thinks it is 06:00 (really 10:00)
+    h = Hall(tmp_path, clock=clock, boot="boot-2")
+    try:
+        clock.advance(10 * 60)
+        h.swipe(URINA)  # really 10:10: out for an errand
+        clock.advance(20 * 60)
+        h.swipe(URINA)  # really 10:30: back
+        clock.set_wall(wed(10, 31), synced=True)
+        h.roster.tick()
+        assert [v for (v,) in h.store.rows("SELECT in_verdict FROM attendance ORDER BY in_at")] == ["on_time", "returned"]
+        assert h.data("attendance.late") == []
+    finally:
+        h.close()
+
+
 def test_the_next_shift_of_the_day_is_judged_on_its_own(hall):
     hall.at(wed(8, 25))
     hall.swipe(BATER)

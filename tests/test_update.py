@@ -975,6 +975,7 @@ def test_a_power_cut_after_the_health_check_passed_leaves_the_new_release(device
     with pytest.raises(SystemExit):
         u.install(bundles["0.2.0"])
     assert not (device.work / "attempt.json").exists()  # healthy: nothing left to roll back
+    assert device.events()[-1]["type"] == "update.succeeded" and read_update_state(device.state)["last"]["outcome"] == "succeeded"
     outcome = updater(device, services).resume()
     assert (outcome.code, outcome.message) == (EXIT_OK, "no interrupted update to finish")
     assert device.link("current") == "releases/0.2.0"

@@ -420,3 +420,34 @@ def test_a_command_the_store_never_takes_is_given_up_after_three_tries_and_the_u
     [event] = [e for e in _command_events(subscriber, ("command.rejected",)) if e["data"].get("command_id") == "c-never"]
     assert "the device could not record it (no room to record command.applied); nothing was applied: send it again later" == event["data"]["reason"]
     assert d.uplink.is_alive() and d.healthy()
+    # Room again: the same command_id, sent again as the rejection says, is applied.
+    d.store.append_many = real
+    publish(broker, topics_of(d).command("resync"), json.dumps({"command_id": "c-never"}))
+    subscriber.wait_for(lambda m: any(e["data"].get("command_id") == "c-never" for e in _command_events(subscriber, ("command.applied",))))
+
+
+def test_a_retained_state_the_store_never_takes_does_not_keep_the_uplink_reconnecting(tmp_path, broker, subscriber, start_daemon):
+    from appliance.commands import MAX_DEFERRALS
+    from appliance.errors import StoreFullError
+
+    d = start_daemon(write_config(tmp_path / "dev", broker=broker))
+    wait_until(lambda: d.uplink.info.state == "connected" and d.uplink._ready, what="connected")
+    real = d.store.append_many
+
+    def full_for_states(items):
+        if items[0].event_type == "state.applied":
+            raise StoreFullError("no room to record state.applied")
+        return real(items)
+
+    d.store.append_many = full_for_states
+    before = d.uplink.info.connect_count
+    publish(broker, topics_of(d).desired("county", "settings"), json.dumps({"version": 3, "data": {"health_interval": 600}}), retain=True)
+    subscriber.wait_for(lambda m: any(e["data"].get("name") == "settings" for e in _command_events(subscriber, ("command.rejected",))), timeout=30)
+    settled = d.uplink.info.connect_count
+    assert settled - before <= MAX_DEFERRALS + 1
+    d.buttons.press("w1", "satisfied")
+    subscriber.wait_events(1)
+    time.sleep(2)
+    assert d.uplink.info.connect_count == settled  # no storm of reconnects once given up
+    assert len([e for e in _command_events(subscriber, ("command.rejected",)) if e["data"].get("name") == "settings"]) == 1
+    d.store.append_many = real
