@@ -68,6 +68,11 @@ MAX_VERSION = (1 << 63) - 1
 MAX_DEFERRALS = 3
 
 
+def _message_key(topic: str, payload: bytes) -> str:
+    """The same MQTT message, however often it comes (CommandRouter's deferral count)."""
+    return hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+
+
 class CommandRouter:
     """The registry of handlers; ``handle()`` takes one MQTT message and raises only
     CommandDeferred (the store failed: nothing applied, the message must not be acknowledged)."""
@@ -98,7 +103,7 @@ class CommandRouter:
             else:
                 self._handle_action(name, payload, context)
             if self._deferred:  # taken at last: forget its earlier tries
-                self._deferred.pop(hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest(), None)
+                self._deferred.pop(_message_key(topic, payload), None)
         except CommandRejected as exc:
             self._reject(context, exc)
         except StoreError as exc:
@@ -106,7 +111,7 @@ class CommandRouter:
             # reconnects (a one-off from the persistent session, state as the retained one),
             # a few times only: a store that stays broken must not keep the uplink from
             # sending everything else.
-            key = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+            key = _message_key(topic, payload)
             tries = self._deferred.get(key, 0) + 1
             if len(self._deferred) > 100:
                 self._deferred.clear()
@@ -129,20 +134,17 @@ class CommandRouter:
             raise CommandRejected(f"is {len(payload)} bytes, over the limit of {self.max_bytes}; split the content or raise broker.max_command_bytes", "payload")
         try:
             doc = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CommandRejected(f"is not UTF-8 JSON ({exc}); send a JSON object", "payload") from None
-        except RecursionError:
-            raise CommandRejected("is nested too deeply to read; send a flatter JSON object", "payload") from None
-        if not isinstance(doc, dict):
-            raise CommandRejected("must be a JSON object", "payload")
-        try:
             # JSON may spell half a UTF-16 pair ("\\ud800"), which no UTF-8 event can carry:
             # echoed in a rejection or stored, it would fail every time the message came again.
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CommandRejected(f"is not UTF-8 JSON ({exc}); send a JSON object", "payload") from None
         except UnicodeEncodeError:
             raise CommandRejected("contains a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair); send the text as Unicode characters", "payload") from None
         except RecursionError:
             raise CommandRejected("is nested too deeply to read; send a flatter JSON object", "payload") from None
+        if not isinstance(doc, dict):
+            raise CommandRejected("must be a JSON object", "payload")
         return doc
 
     def _handle_state(self, scope: str, name: str, payload: bytes, context: dict) -> None:

@@ -299,7 +299,6 @@ class Uplink(threading.Thread):
             self._flush_published()
         except Exception as exc:  # noqa: BLE001 - the rows stay unmarked and are simply sent again
             log.error("uplink: could not mark what the broker accepted (%s); it is sent again", exc)
-            self._published = []
         client, self._client = self._client, None
         if client is not None and client.socket() is not None:
             try:

@@ -41,7 +41,7 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Container
 
 from .calendar import HallCalendar, parse_hours
 from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows
@@ -1006,24 +1006,28 @@ class Roster:
         return SwipeResult("checked_in", card, member.id, member.name, window, verdict, minutes, session_id, session_id=session_id,
                            notice=Notice("checked_in", NOTICE_TEXT["checked_in"].format(name=member.name), member.id, window))
 
-    def _shift_begun(self, staff_id: str, shift: Shift, before: datetime, *, besides: Iterable[tuple[str, str]] = ()) -> bool:
-        """Whether ``staff_id`` was already at work in this shift, as ``_present_for`` sees it:
-        a timed check-in before ``before`` (for this shift, an earlier one, or none: an early
-        arrival) still there at the shift's start or later, and no absence standing for it. Someone who came
-        and went before the start, or was judged absent, is judged again at this check-in
-        (late, cancelling the absence). A check-out not yet timed (the clock was wrong) counts
-        as still there: it cannot be placed before the start."""
-        if self.store.rows("SELECT 1 FROM attendance_verdicts WHERE kind = 'absent' AND shift_key = ? AND voided_by IS NULL", (shift.key,)):
+    def _standing_absence(self, shift_key: str) -> str | None:
+        """The event id of the attendance.absent that stands for this shift, if one does."""
+        row = self.store.rows("SELECT event_id FROM attendance_verdicts WHERE kind = 'absent' AND shift_key = ? AND voided_by IS NULL", (shift_key,))
+        return row[0][0] if row else None
+
+    def _shift_begun(self, staff_id: str, shift: Shift, before: datetime, *, besides: Container[tuple[str, str]] = ()) -> bool:
+        """Whether ``staff_id`` was already at work in this shift: a check-in before ``before``
+        (for this shift, an earlier one, or none: an early arrival) still there at the shift's
+        start or later, and no absence standing for it. Someone who came and went before the
+        start, or was judged absent, is judged again at this check-in (late, cancelling the
+        absence). Unlike ``_present_for``, only timed check-ins count (the one being settled
+        must not count itself); a check-out not yet timed counts as still there."""
+        if self._standing_absence(shift.key):
             return False
-        return (staff_id, shift.key) in set(besides) or bool(self.store.rows(
+        return (staff_id, shift.key) in besides or bool(self.store.rows(
             "SELECT 1 FROM attendance WHERE staff_id = ? AND in_at < ? AND in_verdict NOT IN ('pending', 'unverified')"
             " AND (open = 1 OR out_verdict = 'pending' OR out_at > ?) LIMIT 1",
             (staff_id, _iso(before), _iso(shift.start)),
         ))
 
     def _late_spec(self, member: StaffMember, shift: Shift, at: datetime, session_id: str, minutes: int, *, settled: bool, corrected: bool = True) -> EventSpec:
-        absent = self.store.rows("SELECT event_id FROM attendance_verdicts WHERE kind = 'absent' AND shift_key = ? AND voided_by IS NULL", (shift.key,))
-        cancels = absent[0][0] if absent else None
+        cancels = self._standing_absence(shift.key)
         event_id = str(uuid.uuid4())
         data = {
             "staff_id": member.id,
@@ -1399,7 +1403,7 @@ class Roster:
                 " FROM attendance WHERE in_verdict = 'pending' OR out_verdict = 'pending' ORDER BY in_at"
             )
             quiet: list[tuple[str, tuple]] = []
-            begun: list[tuple[str, str]] = []  # shifts the check-ins settled below began, in time order
+            begun: set[tuple[str, str]] = set()  # (staff, shift) the check-ins settled below were at work in
             n = 0
             for sid, staff_id, in_at, in_boot, in_mono, in_verdict, out_id, out_at, out_boot, out_mono, out_verdict in rows:
                 member = self.staff.get(staff_id) or StaffMember(staff_id, staff_id)
@@ -1442,7 +1446,7 @@ class Roster:
                         out_verdict = "unverified"
                     out_at = _iso(t_out)
                 if rematched and shift is not None and (out_at is None or datetime.fromisoformat(out_at) > shift.start):
-                    begun.append((staff_id, shift.key))  # at work at its start or later: a later check-in returns
+                    begun.add((staff_id, shift.key))  # at work at its start or later: a later check-in returns
                 # The shift guessed from the wrong clock is replaced by the one the true time matches.
                 window = shift.window if shift else (member.windows[0] if member.windows else None)
                 update = (
