@@ -672,6 +672,13 @@ class Daemon:
         for data in scopes.values():  # widest first: a township's year replaces the county's
             years.update(validate_calendar(data))
         self.calendar.set_county_years(years)
+        # Deadlines already counted on the old calendar (the weekday rule for a year nobody
+        # had supplied) are counted again. At every start too: a new release may bring a
+        # newer holiday library, and a change a failed write left unannounced is retried.
+        try:
+            self.ratings.reschedule()
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("could not reschedule follow-ups on the new calendar (the next start tries again): %s", exc)
         if not self.calendar.unknown_years():
             self.recorder.clear_alarm("calendar_year_unknown")
 

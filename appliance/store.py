@@ -282,6 +282,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX ratings_window;
     """,
+    # 8: what a follow-up's deadlines are counted from, and how many working days each, so a
+    # new hall calendar can count them again (services/ratings.py, Ratings.reschedule). NULL in
+    # a follow-up opened before: counted from opened_at with the configured days.
+    """
+    ALTER TABLE followups ADD COLUMN counted_from TEXT;
+    ALTER TABLE followups ADD COLUMN callback_days INTEGER;
+    ALTER TABLE followups ADD COLUMN rectify_days INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

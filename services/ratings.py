@@ -6,7 +6,8 @@ with the ``repeat`` flag, a flood with ``burst``, a press with nobody on duty wi
 (差评) opens a follow-up in the same transaction: call the citizen back within one working
 day, put it right within fifteen (both configurable), counted on the hall calendar. While the
 clock is not synchronised those deadlines are provisional; ``settle()`` fixes them from the
-time anchor once it is.
+time anchor once it is. When the hall calendar changes, ``reschedule()`` counts open
+follow-ups' deadlines again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ BURST = "burst"
 UNSTAFFED = "unstaffed"
 # Levels counted as satisfied in the satisfaction rate (非常满意, 满意, 基本满意).
 SATISFIED_SCORES = (5, 4, 3)
+
+
+class _Moved(Exception):
+    """A follow-up changed between reading and rescheduling it: that transaction rolls back."""
 
 
 class FollowupRejected(ValueError):
@@ -176,9 +181,12 @@ class Ratings:
     def _write_followup(self, f: dict, now_ns: int) -> Callable[[sqlite3.Connection, dict], None]:
         def write(conn: sqlite3.Connection, env: dict) -> None:
             conn.execute(
-                "INSERT INTO followups (id, rating_event_id, window, level, staff_id, opened_at, boot_id, mono_ns, callback_due, rectify_due, provisional)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (f["followup_id"], f["rating_event_id"], f["window"], f["level"], f["staff_id"], f["opened_at"], self.sink.boot_id, now_ns, f["callback_due"], f["rectify_due"], int(f["provisional"])),
+                "INSERT INTO followups (id, rating_event_id, window, level, staff_id, opened_at, boot_id, mono_ns, callback_due, rectify_due, provisional,"
+                " counted_from, callback_days, rectify_days) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    f["followup_id"], f["rating_event_id"], f["window"], f["level"], f["staff_id"], f["opened_at"], self.sink.boot_id, now_ns,
+                    f["callback_due"], f["rectify_due"], int(f["provisional"]), f["opened_at"], self.policy.callback_working_days, self.policy.rectify_working_days,
+                ),
             )
 
         return write
@@ -269,7 +277,8 @@ class Ratings:
             opened = anchor_time - timedelta(seconds=(anchor_mono_ns - mono_ns) / 1e9) if corrected else datetime.fromisoformat(opened_at)
             # From an earlier boot the recorded time may be days early; the deadlines then run
             # from the sync, which is never before the true opening: never a false 'overdue'.
-            callback_due, rectify_due = self._deadlines(opened if corrected else max(opened, anchor_time))
+            counted_from = (opened if corrected else max(opened, anchor_time)).isoformat(timespec="seconds")
+            callback_due, rectify_due = self._deadlines(datetime.fromisoformat(counted_from))
             data = {
                 "followup_id": fid,
                 "opened_at": opened.isoformat(timespec="seconds"),
@@ -278,10 +287,11 @@ class Ratings:
                 "corrected": corrected,
             }
 
-            def update(conn: sqlite3.Connection, env: dict, d: dict = data) -> None:
+            def update(conn: sqlite3.Connection, env: dict, d: dict = data, start: str = counted_from) -> None:
                 conn.execute(
-                    "UPDATE followups SET opened_at = ?, callback_due = ?, rectify_due = ?, provisional = 0 WHERE id = ?",
-                    (d["opened_at"], d["callback_due"], d["rectify_due"], d["followup_id"]),
+                    "UPDATE followups SET opened_at = ?, callback_due = ?, rectify_due = ?, provisional = 0, counted_from = ?, callback_days = ?, rectify_days = ?"
+                    " WHERE id = ?",
+                    (d["opened_at"], d["callback_due"], d["rectify_due"], start, self.policy.callback_working_days, self.policy.rectify_working_days, d["followup_id"]),
                 )
 
             events.append(EventSpec("followup.updated", data, TELEMETRY, update))
@@ -297,6 +307,60 @@ class Ratings:
         elif moved:
             self.store.write_many("UPDATE ratings SET day = ? WHERE event_id = ?", [(day, eid) for eid, day in moved])
         return len(events)
+
+    def reschedule(self) -> int:
+        """The hall calendar changed: count open follow-ups' deadlines again on it.
+
+        The county's calendar for a year arrives (or changes, or a release brings a newer
+        holiday library) after deadlines running into that year were counted on the weekday
+        rule. Each open, settled follow-up is counted again from where its deadlines were
+        counted from, with the working days it was given; one whose deadlines moved is
+        updated and published as ``followup.rescheduled``, each in its own transaction.
+        Returns how many moved. Provisional ones are left to ``settle()``, which counts on the
+        calendar of its day. A follow-up opened before its counting was kept (schema 8) counts
+        from ``opened_at`` with the configured days, and never earlier than it was: an
+        unsynchronised one may have been counted from a later time that is no longer known.
+        """
+        rows = self.store.rows(
+            "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
+            " WHERE state = 'open' AND provisional = 0 ORDER BY opened_at"
+        )
+        moved = 0
+        for fid, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days in rows:
+            legacy = counted_from is None or callback_days is None or rectify_days is None
+            start = datetime.fromisoformat(opened_at if legacy else counted_from)
+            days = (self.policy.callback_working_days, self.policy.rectify_working_days) if legacy else (callback_days, rectify_days)
+            was = (datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due))
+            due = tuple(self.calendar.add_working_days(start, n) for n in days)
+            if legacy:
+                due = tuple(max(new, old) for new, old in zip(due, was))
+            if due == was:
+                continue
+            data = {
+                "followup_id": fid,
+                "callback_due": due[0].isoformat(timespec="seconds"),
+                "rectify_due": due[1].isoformat(timespec="seconds"),
+                "previous_callback_due": callback_due,
+                "previous_rectify_due": rectify_due,
+            }
+
+            def update(conn: sqlite3.Connection, env: dict, d: dict = data, start: str = start.isoformat(timespec="seconds"), days: tuple = days) -> None:
+                changed = conn.execute(
+                    "UPDATE followups SET callback_due = ?, rectify_due = ?, counted_from = ?, callback_days = ?, rectify_days = ?"
+                    " WHERE id = ? AND state = 'open' AND callback_due = ? AND rectify_due = ?",
+                    (d["callback_due"], d["rectify_due"], start, *days, d["followup_id"], d["previous_callback_due"], d["previous_rectify_due"]),
+                ).rowcount
+                if not changed:
+                    raise _Moved  # closed or counted again meanwhile: nothing to announce
+
+            try:
+                self.sink.record_together([EventSpec("followup.rescheduled", data, TELEMETRY, update)])
+                moved += 1
+            except _Moved:
+                pass
+        if moved:
+            log.info("the hall calendar changed: %d open follow-up(s) rescheduled", moved)
+        return moved
 
     def open_followups(self) -> list[dict]:
         """Open follow-ups, oldest first, for the page."""

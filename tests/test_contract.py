@@ -438,6 +438,8 @@ def record_one_of_each(recorder: Recorder) -> None:
     recorder.telemetry("button.freed", {"window": "w1", "level": "satisfied"}, droppable=False)
     clock.advance(86400)  # a working day later: the call-back is overdue
     ratings.check_overdue()  # followup.overdue
+    ratings.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-14"]}}}))  # a day off the county adds
+    ratings.reschedule()  # followup.rescheduled
     recorder.telemetry("state.applied", {"name": "settings", "scope": "township", "version": 7}, droppable=False)
     recorder.telemetry("command.applied", {"name": "resync", "command_id": "7d2c", "result": {"unacked": 6}}, droppable=False)
     recorder.telemetry("command.rejected", {"topic": TOPICS.command("resync"), "kind": "action", "name": "resync", "field": "args", "reason": "takes no arguments, got full", "command_id": "r-2"}, droppable=False)
@@ -716,7 +718,8 @@ def command(**args) -> bytes:
 def drive_daemon(d: Daemon) -> None:
     """A few days in the hall, through the daemon's own code paths: ratings (one a repeat, one
     差评 before the clock syncs), a jammed button, an overdue follow-up the county closes,
-    settings and the calendar pushed, bad commands refused, then a day of attendance."""
+    settings and the calendar pushed (one moving the follow-up's deadline), bad commands refused,
+    then a day of attendance."""
     t = d.recorder.topics
     d.buttons.press("w1", "satisfied")
     d.buttons.press("w1", "satisfied")  # at once again: flagged repeat
@@ -732,6 +735,8 @@ def drive_daemon(d: Daemon) -> None:
     release(d, "w1", "basically_satisfied")  # → button.freed
     d.clock.advance(86400)  # Thursday: nobody called the citizen back
     d.maintenance()  # → followup.overdue
+    local = {"version": 1, "data": {"years": {"2026": {"holidays": ["2026-12-14"]}}}}  # a day off the township adds
+    d.router.handle("set", "township", "calendar", json.dumps(local).encode(), t.desired("township", "calendar"))  # → followup.rescheduled
     (followup,) = d.ratings.open_followups()
     fid = followup["followup_id"]
     d.router.handle("cmd", "device", "followup.close", command(followup_id=fid, outcome="called_back", note="已电话回访"), t.command("followup.close"))
@@ -787,6 +792,8 @@ def test_every_event_from_a_running_daemon_validates_on_its_topic(daemon):
     events = [json.loads(payload) for _, payload in outbox(daemon.store)]
     ratings = [e["data"] for e in events if e["type"] == "rating.recorded"]
     assert [(r["window"], r["level"], r["flags"]) for r in ratings] == [("w1", "satisfied", []), ("w1", "satisfied", ["repeat"]), ("w2", "dissatisfied", []), ("w1", "basically_satisfied", [])]
+    (moved,) = [e["data"] for e in events if e["type"] == "followup.rescheduled"]
+    assert (moved["previous_rectify_due"][:10], moved["rectify_due"][:10]) == ("2026-12-16", "2026-12-17")  # past the township's day off
     results = [e["data"]["result"] for e in events if e["type"] == "command.applied" and e["data"]["name"] == "followup.close"]
     assert [r["state"] for r in results] == ["open", "closed"]
     rejected = [(e["data"]["name"], e["data"]["field"]) for e in events if e["type"] == "command.rejected"]

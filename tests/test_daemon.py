@@ -103,6 +103,40 @@ def test_events_before_sync_are_marked_and_an_anchor_follows_the_sync(offline_da
     assert types(d).count("clock.synced") == 1
 
 
+
+def test_a_calendar_from_the_county_reschedules_open_followups_and_a_start_retries_a_failed_one(tmp_path, monkeypatch, caplog):
+    from datetime import datetime
+
+    from appliance.clock import HALL_TZ
+    from appliance.errors import StoreError
+
+    config = load_config(write_config(tmp_path / "dev"))
+    clock = FakeClock(datetime(2026, 12, 17, 10, 12, tzinfo=HALL_TZ))
+    d = Daemon(config, clock=clock, simulate=True)
+    d.start()
+    try:
+        d.buttons.press("w1", "dissatisfied")  # fifteen working days run into 2027, on the weekday rule
+        assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
+        # The first calendar cannot be announced (the store refuses the write): applied all the same.
+        monkeypatch.setattr(d.ratings, "reschedule", lambda: (_ for _ in ()).throw(StoreError("disk I/O error")))
+        calendar = {"version": 1, "data": {"years": {"2027": {"holidays": ["2027-01-01"], "workdays": []}}}}
+        d.router.handle("set", "county", "calendar", json.dumps(calendar).encode(), d.recorder.topics.desired("county", "calendar"))
+        assert "state.applied" in types(d) and "followup.rescheduled" not in types(d)
+        assert "could not reschedule follow-ups on the new calendar" in caplog.text
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+    finally:
+        d.stop()
+    # The next start counts again on the stored calendar and announces what moved, once.
+    for _ in range(2):
+        d = Daemon(config, clock=clock, simulate=True)
+        d.start()
+        try:
+            moved = [e for e in d.store.recent_events(50) if e["type"] == "followup.rescheduled"]
+        finally:
+            d.stop()
+        assert [(e["data"]["previous_rectify_due"], e["data"]["rectify_due"]) for e in moved] == [("2027-01-07T10:12:00+08:00", "2027-01-08T10:12:00+08:00")]
+
+
 def test_outbox_over_cap_raises_an_alarm_and_clears_it_when_drained(tmp_path):
     d = Daemon(load_config(write_config(tmp_path / "dev", store_extra="outbox_cap = 100")), clock=FakeClock(), simulate=True)
     d.start()

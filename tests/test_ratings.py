@@ -318,6 +318,101 @@ def test_the_countys_calendar_supplies_a_year_the_library_lacks(tmp_path):
         h.close()
 
 
+
+NEXT_YEAR = {"years": {"2027": {"holidays": ["2027-01-01", "2027-02-05", "2027-02-08", "2027-02-09", "2027-02-10", "2027-02-11"], "workdays": ["2027-02-14"]}}}
+
+
+def test_the_countys_calendar_arriving_counts_open_deadlines_again(tmp_path):
+    # Thursday 17 December: fifteen working days run into 2027, which nobody has supplied yet.
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")  # opened; its deadline counts 1 January as a working day
+        h.clock.advance(60)
+        h.tap("w2", "dissatisfied")  # a second one, closed before the calendar comes
+        h.clock.advance(60)
+        h.tap("w1", "satisfied")
+        first, second = (e["data"] for e in h.events("followup.opened"))
+        assert first["rectify_due"] == "2027-01-07T10:12:00+08:00"
+        with h.store.transaction() as conn:
+            h.ratings.apply_close(conn, h.ratings.validate_close({"followup_id": second["followup_id"], "outcome": "unfounded"}))
+        h.clock.set_wall(at(2026, 12, 21, 10, 41))
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 1
+        (moved,) = h.events("followup.rescheduled")
+        assert moved["stream"] == "telemetry"
+        assert moved["data"] == {
+            "followup_id": first["followup_id"],
+            "callback_due": "2026-12-18T10:12:00+08:00",
+            "rectify_due": "2027-01-08T10:12:00+08:00",
+            "previous_callback_due": "2026-12-18T10:12:00+08:00",
+            "previous_rectify_due": "2027-01-07T10:12:00+08:00",
+        }
+        assert [(f["followup_id"], f["rectify_due"]) for f in h.ratings.open_followups()] == [(first["followup_id"], "2027-01-08T10:12:00+08:00")]
+        # Counted again on the same calendar, nothing moves and nothing more is sent.
+        assert h.ratings.reschedule() == 0
+        assert len(h.events("followup.rescheduled")) == 1
+        # A correction that gives the day back moves it back: the count keeps its start and its days.
+        h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": [], "workdays": []}}}))
+        assert h.ratings.reschedule() == 1
+        assert h.events("followup.rescheduled")[1]["data"]["rectify_due"] == "2027-01-07T10:12:00+08:00"
+    finally:
+        h.close()
+
+
+def test_a_reschedule_keeps_the_working_days_and_start_the_followup_was_counted_with(tmp_path):
+    # Counted with 1 and 15 days from the sync (an earlier boot's unsynced press); the config
+    # now says 2 and 10. The new calendar changes the count, not the rule it was opened under.
+    h = Hall(tmp_path, start=at(2026, 12, 10, 18), synced=False)
+    try:
+        h.tap("w2", "dissatisfied")
+        h.clock.set_wall(at(2026, 12, 17, 9, 0), synced=True)
+        assert h.ratings.settle(h.clock.now(), h.clock.monotonic_ns(), "boot-2") == 1
+        settled = h.events("followup.updated")[0]["data"]
+        assert (settled["corrected"], settled["rectify_due"]) == (False, "2027-01-07T09:00:00+08:00")
+        h.ratings.policy = RatingPolicy(callback_working_days=2, rectify_working_days=10)
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 1
+        moved = h.events("followup.rescheduled")[0]["data"]
+        assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-18T09:00:00+08:00", "2027-01-08T09:00:00+08:00")
+    finally:
+        h.close()
+
+
+def test_a_provisional_followup_is_left_to_settle_and_counts_on_the_calendar_of_that_moment(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12), synced=False)
+    try:
+        h.tap("w1", "dissatisfied")
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 0
+        assert h.events("followup.rescheduled") == []
+        h.clock.synced = True
+        assert h.ratings.settle(h.clock.now(), h.clock.monotonic_ns(), "boot-1") == 1
+        assert h.events("followup.updated")[0]["data"]["rectify_due"] == "2027-01-08T10:12:00+08:00"
+    finally:
+        h.close()
+
+
+def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_never_earlier(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.clock.advance(60)
+        h.tap("w2", "dissatisfied")
+        first, second = (e["data"]["followup_id"] for e in h.events("followup.opened"))
+        # As the rows of an older release: nothing kept of the count; the second one had been
+        # counted from a later sync, so its recorded deadline is later than opened_at gives.
+        h.store.write_many("UPDATE followups SET counted_from = NULL, callback_days = NULL, rectify_days = NULL WHERE id = ?", [(first,), (second,)])
+        h.store.write_many("UPDATE followups SET rectify_due = '2027-01-12T10:13:00+08:00' WHERE id = ?", [(second,)])
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 1
+        (moved,) = h.events("followup.rescheduled")
+        assert (moved["data"]["followup_id"], moved["data"]["rectify_due"]) == (first, "2027-01-08T10:12:00+08:00")
+        assert h.store.rows("SELECT rectify_due, counted_from, rectify_days FROM followups WHERE id = ?", (second,)) == [("2027-01-12T10:13:00+08:00", None, None)]
+        assert h.store.rows("SELECT counted_from, callback_days, rectify_days FROM followups WHERE id = ?", (first,)) == [("2026-12-17T10:12:00+08:00", 1, 15)]
+    finally:
+        h.close()
+
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [
