@@ -411,7 +411,7 @@ class Daemon:
         self._was_synced = synced
 
     def maintenance(self) -> None:
-        """Prune acknowledged rows, watch free space and the outbox cap."""
+        """Prune acknowledged rows, watch free space and the outbox cap, count follow-ups' deadlines."""
         store = self.store
         try:
             pruned = store.prune()
@@ -427,6 +427,7 @@ class Daemon:
             self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
         if self.board and self._duty_text() != self._shown_duty:
             self.reload_hall_items()
+        self._reschedule()  # a follow-up counted on the old calendar while a new one came
         try:
             self.ratings.check_overdue()
         except StoreError as exc:
@@ -673,14 +674,19 @@ class Daemon:
             years.update(validate_calendar(data))
         self.calendar.set_county_years(years)
         # Deadlines already counted on the old calendar (the weekday rule for a year nobody
-        # had supplied) are counted again. At every start too: a new release may bring a
-        # newer holiday library, and a change a failed write left unannounced is retried.
+        # had supplied) are counted again. At every start too (a new release may bring a
+        # newer holiday library), and maintenance() retries what a failed write left.
+        self._reschedule()
+        if not self.calendar.unknown_years():
+            self.recorder.clear_alarm("calendar_year_unknown")
+
+    def _reschedule(self) -> None:
         try:
             self.ratings.reschedule()
         except (StoreError, sqlite3.Error) as exc:
-            log.error("could not reschedule follow-ups on the new calendar (the next start tries again): %s", exc)
-        if not self.calendar.unknown_years():
-            self.recorder.clear_alarm("calendar_year_unknown")
+            log.error("could not reschedule follow-ups on the hall calendar (maintenance tries again): %s", exc)
+        except Exception:  # noqa: BLE001 - a recount must not refuse an applied calendar or stop a start
+            log.exception("could not reschedule follow-ups on the hall calendar")
 
     def _load_settings(self) -> dict:
         self._apply_settings(self._stored_scopes("settings"))

@@ -35,7 +35,7 @@ SATISFIED_SCORES = (5, 4, 3)
 
 
 class _Moved(Exception):
-    """A follow-up changed between reading and rescheduling it: that transaction rolls back."""
+    """A follow-up changed between reading it and writing: that transaction rolls back."""
 
 
 class FollowupRejected(ValueError):
@@ -250,12 +250,20 @@ class Ratings:
             if rectify_due <= stamp:
                 missed.append("rectify")
 
-            def mark(conn: sqlite3.Connection, env: dict, fid: str = fid) -> None:
-                conn.execute("UPDATE followups SET overdue_notified = ? WHERE id = ?", (today, fid))
+            def mark(conn: sqlite3.Connection, env: dict, fid: str = fid, due: tuple = (callback_due, rectify_due)) -> None:
+                # Rescheduled (or closed) since it was read: no notice naming stale deadlines;
+                # the next round looks again.
+                if not conn.execute(
+                    "UPDATE followups SET overdue_notified = ? WHERE id = ? AND state = 'open' AND callback_due = ? AND rectify_due = ?", (today, fid, *due)
+                ).rowcount:
+                    raise _Moved
 
             events.append(EventSpec("followup.overdue", {"followup_id": fid, "window": window, "staff_id": staff, "missed": missed, "callback_due": callback_due, "rectify_due": rectify_due}, TELEMETRY, mark))
         if events:
-            self.sink.record_together(events)
+            try:
+                self.sink.record_together(events)
+            except _Moved:
+                return 0
         return len(events)
 
     def settle(self, anchor_time: datetime, anchor_mono_ns: int, boot_id: str) -> int:
@@ -309,17 +317,22 @@ class Ratings:
         return len(events)
 
     def reschedule(self) -> int:
-        """The hall calendar changed: count open follow-ups' deadlines again on it.
+        """Count open follow-ups' deadlines again on the hall calendar as it now stands.
 
         The county's calendar for a year arrives (or changes, or a release brings a newer
         holiday library) after deadlines running into that year were counted on the weekday
         rule. Each open, settled follow-up is counted again from where its deadlines were
         counted from, with the working days it was given; one whose deadlines moved is
         updated and published as ``followup.rescheduled``, each in its own transaction.
-        Returns how many moved. Provisional ones are left to ``settle()``, which counts on the
-        calendar of its day. A follow-up opened before its counting was kept (schema 8) counts
-        from ``opened_at`` with the configured days, and never earlier than it was: an
-        unsynchronised one may have been counted from a later time that is no longer known.
+        Returns how many moved; with nothing changed it writes nothing, so the daemon runs
+        it whenever the calendar changes and on every maintenance round (a follow-up
+        counted on the old calendar while the new one was being applied is caught there).
+        Provisional ones are left to ``settle()``, which counts on the calendar of its day.
+
+        A follow-up opened before its count was kept (schema 8) counts from ``opened_at``
+        with the configured days and only ever moves later: an unsynchronised one may have
+        been counted from a later time that is no longer known. One whose ``opened_at`` is
+        in a year no calendar knows is left alone (a wrong clock's year).
         """
         rows = self.store.rows(
             "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
@@ -329,6 +342,8 @@ class Ratings:
         for fid, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days in rows:
             legacy = counted_from is None or callback_days is None or rectify_days is None
             start = datetime.fromisoformat(opened_at if legacy else counted_from)
+            if legacy and self.calendar.source(start.year) == "weekday_rule":
+                continue
             days = (self.policy.callback_working_days, self.policy.rectify_working_days) if legacy else (callback_days, rectify_days)
             was = (datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due))
             due = tuple(self.calendar.add_working_days(start, n) for n in days)
@@ -344,14 +359,14 @@ class Ratings:
                 "previous_rectify_due": rectify_due,
             }
 
-            def update(conn: sqlite3.Connection, env: dict, d: dict = data, start: str = start.isoformat(timespec="seconds"), days: tuple = days) -> None:
+            def update(conn: sqlite3.Connection, env: dict, d: dict = data) -> None:
+                # Only if nobody closed it or counted it again since it was read.
                 changed = conn.execute(
-                    "UPDATE followups SET callback_due = ?, rectify_due = ?, counted_from = ?, callback_days = ?, rectify_days = ?"
-                    " WHERE id = ? AND state = 'open' AND callback_due = ? AND rectify_due = ?",
-                    (d["callback_due"], d["rectify_due"], start, *days, d["followup_id"], d["previous_callback_due"], d["previous_rectify_due"]),
+                    "UPDATE followups SET callback_due = ?, rectify_due = ? WHERE id = ? AND state = 'open' AND callback_due = ? AND rectify_due = ?",
+                    (d["callback_due"], d["rectify_due"], d["followup_id"], d["previous_callback_due"], d["previous_rectify_due"]),
                 ).rowcount
                 if not changed:
-                    raise _Moved  # closed or counted again meanwhile: nothing to announce
+                    raise _Moved
 
             try:
                 self.sink.record_together([EventSpec("followup.rescheduled", data, TELEMETRY, update)])

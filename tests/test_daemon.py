@@ -20,7 +20,7 @@ from appliance.clock import FakeClock
 from appliance.config import load_config
 from appliance.control import ControlClient, ControlServer
 from appliance.daemon import Daemon
-from appliance.errors import ControlError
+from appliance.errors import ControlError, StoreError
 from conftest import REPO, write_config
 
 
@@ -104,37 +104,61 @@ def test_events_before_sync_are_marked_and_an_anchor_follows_the_sync(offline_da
 
 
 
-def test_a_calendar_from_the_county_reschedules_open_followups_and_a_start_retries_a_failed_one(tmp_path, monkeypatch, caplog):
+def _december_daemon(config) -> Daemon:
+    """A synced daemon on Thursday 17 December 2026 with one 差评 whose deadline runs into 2027."""
     from datetime import datetime
 
     from appliance.clock import HALL_TZ
-    from appliance.errors import StoreError
 
-    config = load_config(write_config(tmp_path / "dev"))
-    clock = FakeClock(datetime(2026, 12, 17, 10, 12, tzinfo=HALL_TZ))
-    d = Daemon(config, clock=clock, simulate=True)
+    d = Daemon(config, clock=FakeClock(datetime(2026, 12, 17, 10, 12, tzinfo=HALL_TZ)), simulate=True)
     d.start()
+    return d
+
+
+NEXT_YEAR = json.dumps({"version": 1, "data": {"years": {"2027": {"holidays": ["2027-01-01"], "workdays": []}}}}).encode()
+
+
+def rescheduled(d: Daemon) -> list[tuple[str, str]]:
+    return [(e["data"]["previous_rectify_due"], e["data"]["rectify_due"]) for e in d.store.recent_events(100) if e["type"] == "followup.rescheduled"]
+
+
+@pytest.mark.parametrize("failure", [StoreError("disk I/O error"), ValueError("a row that cannot be read")], ids=["store", "unexpected"])
+def test_a_calendar_from_the_county_reschedules_open_followups_and_maintenance_retries_a_failed_recount(tmp_path, monkeypatch, caplog, failure):
+    d = _december_daemon(load_config(write_config(tmp_path / "dev")))
     try:
         d.buttons.press("w1", "dissatisfied")  # fifteen working days run into 2027, on the weekday rule
         assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
-        # The first calendar cannot be announced (the store refuses the write): applied all the same.
-        monkeypatch.setattr(d.ratings, "reschedule", lambda: (_ for _ in ()).throw(StoreError("disk I/O error")))
-        calendar = {"version": 1, "data": {"years": {"2027": {"holidays": ["2027-01-01"], "workdays": []}}}}
-        d.router.handle("set", "county", "calendar", json.dumps(calendar).encode(), d.recorder.topics.desired("county", "calendar"))
-        assert "state.applied" in types(d) and "followup.rescheduled" not in types(d)
-        assert "could not reschedule follow-ups on the new calendar" in caplog.text
+        monkeypatch.setattr(d.ratings, "reschedule", lambda: (_ for _ in ()).throw(failure))
+        d.router.handle("set", "county", "calendar", NEXT_YEAR, d.recorder.topics.desired("county", "calendar"))
+        # The calendar is applied all the same (not refused), and the failure is logged.
+        assert "state.applied" in types(d) and "command.rejected" not in types(d) and rescheduled(d) == []
+        assert "could not reschedule follow-ups on the hall calendar" in caplog.text
         assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+        monkeypatch.undo()
+        d.maintenance()
+        d.maintenance()
+        assert rescheduled(d) == [("2027-01-07T10:12:00+08:00", "2027-01-08T10:12:00+08:00")]
     finally:
         d.stop()
-    # The next start counts again on the stored calendar and announces what moved, once.
+
+
+def test_a_start_counts_again_on_the_stored_calendar_once(tmp_path, monkeypatch):
+    config = load_config(write_config(tmp_path / "dev"))
+    d = _december_daemon(config)
+    try:
+        d.buttons.press("w1", "dissatisfied")
+        # A run that applied the calendar and stopped before it could count again.
+        monkeypatch.setattr(d.ratings, "reschedule", lambda: 0)
+        d.router.handle("set", "county", "calendar", NEXT_YEAR, d.recorder.topics.desired("county", "calendar"))
+        assert rescheduled(d) == []
+    finally:
+        d.stop()
     for _ in range(2):
-        d = Daemon(config, clock=clock, simulate=True)
-        d.start()
+        d = _december_daemon(config)
         try:
-            moved = [e for e in d.store.recent_events(50) if e["type"] == "followup.rescheduled"]
+            assert rescheduled(d) == [("2027-01-07T10:12:00+08:00", "2027-01-08T10:12:00+08:00")]
         finally:
             d.stop()
-        assert [(e["data"]["previous_rectify_due"], e["data"]["rectify_due"]) for e in moved] == [("2027-01-07T10:12:00+08:00", "2027-01-08T10:12:00+08:00")]
 
 
 def test_outbox_over_cap_raises_an_alarm_and_clears_it_when_drained(tmp_path):

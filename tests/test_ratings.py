@@ -392,7 +392,7 @@ def test_a_provisional_followup_is_left_to_settle_and_counts_on_the_calendar_of_
         h.close()
 
 
-def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_never_earlier(tmp_path):
+def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_only_ever_later(tmp_path):
     h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
     try:
         h.tap("w1", "dissatisfied")
@@ -407,11 +407,67 @@ def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_nev
         assert h.ratings.reschedule() == 1
         (moved,) = h.events("followup.rescheduled")
         assert (moved["data"]["followup_id"], moved["data"]["rectify_due"]) == (first, "2027-01-08T10:12:00+08:00")
-        assert h.store.rows("SELECT rectify_due, counted_from, rectify_days FROM followups WHERE id = ?", (second,)) == [("2027-01-12T10:13:00+08:00", None, None)]
-        assert h.store.rows("SELECT counted_from, callback_days, rectify_days FROM followups WHERE id = ?", (first,)) == [("2026-12-17T10:12:00+08:00", 1, 15)]
+        assert h.store.rows("SELECT rectify_due, counted_from FROM followups WHERE id = ?", (second,)) == [("2027-01-12T10:13:00+08:00", None)]
+        assert h.ratings.reschedule() == 0  # as every maintenance round does
+        # The holiday withdrawn: a row whose start is not known does not move back.
+        h.calendar.set_county_years({})
+        assert h.ratings.reschedule() == 0
+        assert h.store.rows("SELECT rectify_due, counted_from FROM followups WHERE id = ?", (first,)) == [("2027-01-08T10:12:00+08:00", None)]
+        # One opened under a wrong clock's year is not counted from it.
+        h.store.write_many("UPDATE followups SET opened_at = '1999-12-30T10:12:00+08:00' WHERE id = ?", [(first,)])
+        h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": ["2027-01-01", "2027-01-04"]}}}))
+        assert h.ratings.reschedule() == 0
+        assert h.alarms == [2027]
     finally:
         h.close()
 
+
+def test_a_followup_closed_while_it_is_counted_again_is_not_announced(tmp_path, monkeypatch):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        (fid,) = (e["data"]["followup_id"] for e in h.events("followup.opened"))
+        read = h.store.rows
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+
+        def rows_then_close(sql, params=()):
+            out = read(sql, params)
+            if "FROM followups" in sql:
+                monkeypatch.setattr(h.store, "rows", read)
+                with h.store.transaction() as conn:  # the county's close lands in between
+                    h.ratings.apply_close(conn, h.ratings.validate_close({"followup_id": fid, "outcome": "rectified"}))
+            return out
+
+        monkeypatch.setattr(h.store, "rows", rows_then_close)
+        assert h.ratings.reschedule() == 0
+        assert h.events("followup.rescheduled") == []
+        assert read("SELECT state, rectify_due FROM followups") == [("closed", "2027-01-07T10:12:00+08:00")]
+    finally:
+        h.close()
+
+
+def test_no_overdue_notice_names_deadlines_rescheduled_while_it_was_written(tmp_path, monkeypatch):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.clock.advance(86400 + 60)  # Friday: the call-back is overdue
+        read = h.store.rows
+
+        def rows_then_reschedule(sql, params=()):
+            out = read(sql, params)
+            if "overdue_notified" in sql:
+                monkeypatch.setattr(h.store, "rows", read)
+                h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+                assert h.ratings.reschedule() == 1
+            return out
+
+        monkeypatch.setattr(h.store, "rows", rows_then_reschedule)
+        assert h.ratings.check_overdue() == 0
+        assert h.events("followup.overdue") == []
+        assert h.ratings.check_overdue() == 1  # the next round, with the deadlines as they are now
+        assert h.events("followup.overdue")[0]["data"]["rectify_due"] == "2027-01-08T10:12:00+08:00"
+    finally:
+        h.close()
 
 @pytest.mark.parametrize(
     ("data", "field"),
