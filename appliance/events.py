@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import uuid
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .clock import Clock
 from .config import DeviceConfig
-from services.sink import EventSpec
+from services.sink import EventSpec, new_event_id
 
 from .errors import StoreError
 from .store import PERSON, TELEMETRY, Pending, Recorded, Store
@@ -118,7 +117,7 @@ class Recorder:
         """The envelope for one event; see docs/mqtt.md for every field."""
         return {
             "v": 1,
-            "event_id": event_id or str(uuid.uuid4()),
+            "event_id": event_id or new_event_id(),
             "type": event_type,
             "stream": stream,
             "seq": seq,

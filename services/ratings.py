@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 
 from .calendar import HallCalendar
 from .levels import BY_CODE, LEVELS
-from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows
+from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows, new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Ratings:
         staff = self.on_duty.staff_at(window_id, now)
         if staff is None and getattr(self.on_duty, "known", True):
             flags.append(UNSTAFFED)
-        rating_id = str(uuid.uuid4())
+        rating_id = new_event_id()
         followup = self._new_followup(window_id, level_code, staff, rating_id, now, now_ns) if level.is_poor else None
         data = {
             "window": window_id,

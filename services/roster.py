@@ -44,7 +44,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Callable, Container
 
 from .calendar import HallCalendar, parse_hours
-from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows
+from .sink import PERSON, TELEMETRY, Clock, EventSink, EventSpec, Rows, new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -1028,7 +1028,7 @@ class Roster:
 
     def _late_spec(self, member: StaffMember, shift: Shift, at: datetime, session_id: str, minutes: int, *, settled: bool, corrected: bool = True) -> EventSpec:
         cancels = self._standing_absence(shift.key)
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         data = {
             "staff_id": member.id,
             "name": member.name,
@@ -1065,7 +1065,7 @@ class Roster:
             minutes = _ceil_minutes(shift.end - now)
         else:
             verdict = "on_time"
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         data = {
             "staff_id": member.id,
             "name": member.name,
@@ -1095,7 +1095,7 @@ class Roster:
                            notice=Notice("checked_out", NOTICE_TEXT["checked_out"].format(name=member.name), member.id, session.window))
 
     def _early_spec(self, member: StaffMember, shift: Shift, at: datetime, out_event_id: str, minutes: int, *, settled: bool) -> EventSpec:
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         data = {
             "staff_id": member.id,
             "name": member.name,
@@ -1317,7 +1317,7 @@ class Roster:
         return len(events)
 
     def _absent_spec(self, member: StaffMember, shift: Shift, due: datetime) -> EventSpec:
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
         data = {
             "staff_id": member.id,
             "name": member.name,

@@ -57,6 +57,25 @@ def rows_in_the_database_file(path: Path, sql: str) -> int:
         conn.close()
 
 
+def test_event_ids_are_unique_version_7_uuids_in_the_order_they_are_made(monkeypatch):
+    from services.sink import new_event_id
+
+    ids = [new_event_id() for _ in range(20000)]
+    assert len(set(ids)) == len(ids)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert all(str(u) == i for u, i in zip(parsed, ids))  # canonical lower case, as the contract says
+    # Ids made in later milliseconds sort after earlier ones, as text too: the index takes them at its end.
+    now = [1_795_000_000_000_000_000]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    stamped = []
+    for _ in range(50):
+        now[0] += 1_000_000
+        stamped.append(new_event_id())
+    assert stamped == sorted(stamped)
+    assert int(stamped[0].replace("-", "")[:12], 16) == 1_795_000_000_001
+
+
 def test_recording_leaves_the_checkpoint_to_the_checkpointer(tmp_path):
     path = tmp_path / "hall.db"
     rec = make_recorder(path)
