@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from drivers.badge import NotSimulated, UntypeableCard, make_badge_reader
 from drivers.buttons import WindowButtons
@@ -427,7 +427,7 @@ class Daemon:
             self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
         if self.board and self._duty_text() != self._shown_duty:
             self.reload_hall_items()
-        self._reschedule()  # a follow-up counted on the old calendar while a new one came
+        self._reschedule(self.ratings.reschedule_if_stale)
         try:
             self.ratings.check_overdue()
         except StoreError as exc:
@@ -675,14 +675,15 @@ class Daemon:
         self.calendar.set_county_years(years)
         # Deadlines already counted on the old calendar (the weekday rule for a year nobody
         # had supplied) are counted again. At every start too (a new release may bring a
-        # newer holiday library), and maintenance() retries what a failed write left.
-        self._reschedule()
+        # newer holiday library); maintenance() counts what an unsynchronised clock or a
+        # failed write left.
+        self._reschedule(self.ratings.reschedule)
         if not self.calendar.unknown_years():
             self.recorder.clear_alarm("calendar_year_unknown")
 
-    def _reschedule(self) -> None:
+    def _reschedule(self, how: Callable[[], int]) -> None:
         try:
-            self.ratings.reschedule()
+            how()
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not reschedule follow-ups on the hall calendar (maintenance tries again): %s", exc)
         except Exception:  # noqa: BLE001 - a recount must not refuse an applied calendar or stop a start

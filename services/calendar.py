@@ -116,10 +116,13 @@ class HallCalendar:
         self.use_library = use_library and _library is not None
         self.county: dict[int, YearDays] = {}
         self._warned: set[int] = set()
+        # Counts the county calendars taken: what was counted on an older one may be off.
+        self.generation = 0
 
     def set_county_years(self, years: dict[int, YearDays]) -> None:
         """Take the county's calendar (it wins over the library for the years it names)."""
         self.county = dict(years)
+        self.generation += 1
 
     def note_unknown(self, years: set[int]) -> None:
         """Remember years already reported unknown (an alarm still active from the last run)."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import uuid
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
@@ -97,6 +99,11 @@ class Ratings:
         self.on_duty = on_duty or NoRoster()
         self.on_feedback = on_feedback
         self._recent: dict[str, deque[int]] = {}
+        # Counting deadlines and writing them is one step: reschedule() never reads the
+        # follow-ups while a press or settle() holds deadlines counted on an older calendar.
+        self._count_lock = threading.Lock()
+        self._counted_on: int | None = None  # the calendar generation last rescheduled on
+        self._unreadable: set[str] = set()
 
     # -- a press ----------------------------------------------------------------------
 
@@ -110,6 +117,18 @@ class Ratings:
         if staff is None and getattr(self.on_duty, "known", True):
             flags.append(UNSTAFFED)
         rating_id = new_event_id()
+        with self._count_lock if level.is_poor else nullcontext():
+            recorded = self._record(window_id, level, staff, flags, rating_id, now, now_ns)
+        if self.on_feedback:
+            try:
+                self.on_feedback(window_id, level_code)
+            except Exception:  # noqa: BLE001 - feedback is a courtesy; the rating is already safe
+                log.exception("feedback for %s failed", window_id)
+        return recorded
+
+    def _record(self, window_id: str, level, staff: str | None, flags: list[str], rating_id: str, now: datetime, now_ns: int):
+        """The rating, and the follow-up a 差评 opens, in one transaction."""
+        level_code = level.code
         followup = self._new_followup(window_id, level_code, staff, rating_id, now, now_ns) if level.is_poor else None
         data = {
             "window": window_id,
@@ -132,13 +151,7 @@ class Ratings:
         events = [EventSpec("rating.recorded", data, PERSON, write_rating, event_id=rating_id)]
         if followup:
             events.append(EventSpec("followup.opened", followup, PERSON, self._write_followup(followup, now_ns)))
-        recorded = self.sink.record_together(events)
-        if self.on_feedback:
-            try:
-                self.on_feedback(window_id, level_code)
-            except Exception:  # noqa: BLE001 - feedback is a courtesy; the rating is already safe
-                log.exception("feedback for %s failed", window_id)
-        return recorded[0]
+        return self.sink.record_together(events)[0]
 
     def _flags(self, window_id: str, now_ns: int) -> list[str]:
         # Only the last burst_limit + 1 presses can matter for either flag.
@@ -273,6 +286,10 @@ class Ratings:
         monotonic distance); one from an earlier boot keeps its recorded time, marked as
         not corrected, and its deadlines count from the later of that time and the anchor.
         """
+        with self._count_lock:
+            return self._settle(anchor_time, anchor_mono_ns, boot_id)
+
+    def _settle(self, anchor_time: datetime, anchor_mono_ns: int, boot_id: str) -> int:
         events = []
         # Ratings taken before the sync in this boot are filed under their true day.
         moved = [
@@ -321,61 +338,94 @@ class Ratings:
 
         The county's calendar for a year arrives (or changes, or a release brings a newer
         holiday library) after deadlines running into that year were counted on the weekday
-        rule. Each open, settled follow-up is counted again from where its deadlines were
-        counted from, with the working days it was given; one whose deadlines moved is
-        updated and published as ``followup.rescheduled``, each in its own transaction.
-        Returns how many moved; with nothing changed it writes nothing, so the daemon runs
-        it whenever the calendar changes and on every maintenance round (a follow-up
-        counted on the old calendar while the new one was being applied is caught there).
-        Provisional ones are left to ``settle()``, which counts on the calendar of its day.
+        rule. Each open, settled follow-up with a deadline still ahead is counted again from
+        where its deadlines were counted from, with the working days it was given; one whose
+        deadlines moved is updated and published as ``followup.rescheduled``, each in its own
+        transaction. Returns how many moved. Provisional ones are left to ``settle()``, which
+        counts on the calendar of its day.
 
-        A follow-up opened before its count was kept (schema 8) counts from ``opened_at``
-        with the configured days and only ever moves later: an unsynchronised one may have
-        been counted from a later time that is no longer known. One whose ``opened_at`` is
-        in a year no calendar knows is left alone (a wrong clock's year).
+        What is never done, because a deadline is something people were told:
+        - a deadline already passed stands (it may have been reported overdue);
+        - a deadline never moves earlier to a moment already passed (a sudden overdue);
+        - a count that runs through a year on the weekday rule changes nothing (a year the
+          county left out of a later calendar is not knowledge);
+        - nothing is counted while the clock is unsynchronised ("passed" by a wrong clock).
+        A follow-up opened before its count was kept (schema 8) counts from ``opened_at`` with
+        the configured days and only ever moves later: an unsynchronised one may have been
+        counted from a later time that is no longer known.
         """
-        rows = self.store.rows(
-            "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
-            " WHERE state = 'open' AND provisional = 0 ORDER BY opened_at"
-        )
-        moved = 0
-        for fid, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days in rows:
-            legacy = counted_from is None or callback_days is None or rectify_days is None
-            start = datetime.fromisoformat(opened_at if legacy else counted_from)
-            if legacy and self.calendar.source(start.year) == "weekday_rule":
-                continue
-            days = (self.policy.callback_working_days, self.policy.rectify_working_days) if legacy else (callback_days, rectify_days)
-            was = (datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due))
-            due = tuple(self.calendar.add_working_days(start, n) for n in days)
-            if legacy:
-                due = tuple(max(new, old) for new, old in zip(due, was))
-            if due == was:
-                continue
-            data = {
-                "followup_id": fid,
-                "callback_due": due[0].isoformat(timespec="seconds"),
-                "rectify_due": due[1].isoformat(timespec="seconds"),
-                "previous_callback_due": callback_due,
-                "previous_rectify_due": rectify_due,
-            }
-
-            def update(conn: sqlite3.Connection, env: dict, d: dict = data) -> None:
-                # Only if nobody closed it or counted it again since it was read.
-                changed = conn.execute(
-                    "UPDATE followups SET callback_due = ?, rectify_due = ? WHERE id = ? AND state = 'open' AND callback_due = ? AND rectify_due = ?",
-                    (d["callback_due"], d["rectify_due"], d["followup_id"], d["previous_callback_due"], d["previous_rectify_due"]),
-                ).rowcount
-                if not changed:
-                    raise _Moved
-
-            try:
-                self.sink.record_together([EventSpec("followup.rescheduled", data, TELEMETRY, update)])
-                moved += 1
-            except _Moved:
-                pass
+        if not self.clock.is_synced():
+            return 0  # the first reschedule_if_stale() after the sync counts
+        with self._count_lock:
+            generation = self.calendar.generation
+            now = self.clock.now()
+            stamp = now.isoformat(timespec="seconds")
+            rows = self.store.rows(
+                "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
+                " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?) ORDER BY opened_at",
+                (stamp, stamp),
+            )
+            moved = 0
+            for row in rows:
+                try:
+                    spec = self._counted_again(row, now)
+                except Exception:  # noqa: BLE001 - one unreadable row must not hold up the others
+                    if row[0] not in self._unreadable:
+                        self._unreadable.add(row[0])
+                        log.exception("follow-up %s cannot be counted again; it keeps its deadlines", row[0])
+                    continue
+                if spec is None:
+                    continue
+                try:
+                    self.sink.record_together([spec])
+                    moved += 1
+                except _Moved:
+                    pass
+            self._counted_on = generation
         if moved:
             log.info("the hall calendar changed: %d open follow-up(s) rescheduled", moved)
         return moved
+
+    def reschedule_if_stale(self) -> int:
+        """``reschedule()`` unless it already ran on this calendar (maintenance calls it)."""
+        if self._counted_on == self.calendar.generation:
+            return 0
+        return self.reschedule()
+
+    def _counted_again(self, row: tuple, now: datetime) -> EventSpec | None:
+        fid, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days = row
+        legacy = counted_from is None or callback_days is None or rectify_days is None
+        start = datetime.fromisoformat(opened_at if legacy else counted_from)
+        if self.calendar.source(start.year) == "weekday_rule":
+            return None  # a year nobody knows, e.g. a wrong clock's: nothing to count on
+        days = (self.policy.callback_working_days, self.policy.rectify_working_days) if legacy else (callback_days, rectify_days)
+        was = (datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due))
+        due = [self.calendar.add_working_days(start, n) for n in days]
+        if any(self.calendar.source(y) == "weekday_rule" for y in range(start.year, max(*due, *was).year + 1)):
+            return None
+        for i, old in enumerate(was):
+            if old <= now or (due[i] < old and (legacy or due[i] <= now)):
+                due[i] = old
+        if tuple(due) == was:
+            return None
+        data = {
+            "followup_id": fid,
+            "callback_due": due[0].isoformat(timespec="seconds"),
+            "rectify_due": due[1].isoformat(timespec="seconds"),
+            "previous_callback_due": callback_due,
+            "previous_rectify_due": rectify_due,
+        }
+
+        def update(conn: sqlite3.Connection, env: dict, d: dict = data) -> None:
+            # Only if nobody closed it or counted it again since it was read.
+            changed = conn.execute(
+                "UPDATE followups SET callback_due = ?, rectify_due = ? WHERE id = ? AND state = 'open' AND callback_due = ? AND rectify_due = ?",
+                (d["callback_due"], d["rectify_due"], d["followup_id"], d["previous_callback_due"], d["previous_rectify_due"]),
+            ).rowcount
+            if not changed:
+                raise _Moved
+
+        return EventSpec("followup.rescheduled", data, TELEMETRY, update)
 
     def open_followups(self) -> list[dict]:
         """Open follow-ups, oldest first, for the page."""

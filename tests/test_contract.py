@@ -438,7 +438,7 @@ def record_one_of_each(recorder: Recorder) -> None:
     recorder.telemetry("button.freed", {"window": "w1", "level": "satisfied"}, droppable=False)
     clock.advance(86400)  # a working day later: the call-back is overdue
     ratings.check_overdue()  # followup.overdue
-    ratings.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-14"]}}}))  # a day off the county adds
+    ratings.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-14"]}}}))  # the county's 2026: one day off
     ratings.reschedule()  # followup.rescheduled
     recorder.telemetry("state.applied", {"name": "settings", "scope": "township", "version": 7}, droppable=False)
     recorder.telemetry("command.applied", {"name": "resync", "command_id": "7d2c", "result": {"unacked": 6}}, droppable=False)
@@ -735,7 +735,8 @@ def drive_daemon(d: Daemon) -> None:
     release(d, "w1", "basically_satisfied")  # → button.freed
     d.clock.advance(86400)  # Thursday: nobody called the citizen back
     d.maintenance()  # → followup.overdue
-    local = {"version": 1, "data": {"years": {"2026": {"holidays": ["2026-12-14"]}}}}  # a day off the township adds
+    # The township's whole 2026, as far as this test needs it: one day off in December.
+    local = {"version": 1, "data": {"years": {"2026": {"holidays": ["2026-12-14"]}}}}
     d.router.handle("set", "township", "calendar", json.dumps(local).encode(), t.desired("township", "calendar"))  # → followup.rescheduled
     (followup,) = d.ratings.open_followups()
     fid = followup["followup_id"]

@@ -469,6 +469,136 @@ def test_no_overdue_notice_names_deadlines_rescheduled_while_it_was_written(tmp_
     finally:
         h.close()
 
+
+def test_a_later_calendar_that_leaves_a_year_out_moves_nothing(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 1
+        # The county's next notice names 2028 alone: 2027 falls back to the weekday rule, which
+        # is no knowledge. The deadline told on the county's 2027 stands.
+        h.calendar.set_county_years(validate_calendar({"years": {"2028": {"holidays": ["2028-01-03"]}}}))
+        assert h.ratings.reschedule() == 0
+        assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-08T10:12:00+08:00"]
+    finally:
+        h.close()
+
+
+def test_a_deadline_passed_stands_and_none_moves_earlier_into_the_past(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 1  # rectify 7 → 8 January
+        # Saturday 19 December: the call-back deadline (Friday) has passed. Friday 18 December
+        # declared a day off moves the rectification deadline, not the passed call-back one.
+        h.clock.set_wall(at(2026, 12, 19, 9))
+        h.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-18"]}, **NEXT_YEAR["years"]}}))
+        assert h.ratings.reschedule() == 1
+        moved = h.events("followup.rescheduled")[-1]["data"]
+        assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-18T10:12:00+08:00", "2027-01-11T10:12:00+08:00")
+        # 8 January, noon: taking both days off back would put the deadline at 7 January,
+        # already past. It stays.
+        h.clock.set_wall(at(2027, 1, 8, 12))
+        h.calendar.set_county_years(validate_calendar({"years": {"2026": {}, "2027": {}}}))
+        assert h.ratings.reschedule() == 0
+        assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-11T10:12:00+08:00"]
+    finally:
+        h.close()
+
+
+def test_nothing_is_counted_again_while_the_clock_is_unsynchronised_and_maintenance_catches_up(tmp_path, monkeypatch):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        assert h.ratings.reschedule_if_stale() == 0  # counted once on this calendar: nothing moved
+        reads = []
+        rows = h.store.rows
+        monkeypatch.setattr(h.store, "rows", lambda sql, params=(): reads.append(sql) or rows(sql, params))
+        assert h.ratings.reschedule_if_stale() == 0 and reads == []  # the same calendar: not even a read
+        h.clock.synced = False  # a reboot before NTP
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 0 and reads == []
+        h.clock.synced = True
+        assert h.ratings.reschedule_if_stale() == 1
+        assert h.ratings.reschedule_if_stale() == 0
+        assert len(h.events("followup.rescheduled")) == 1
+    finally:
+        h.close()
+
+
+def test_two_counts_at_once_announce_one_move(tmp_path, monkeypatch):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        read = h.store.rows
+
+        def rows_then_count(sql, params=()):
+            out = read(sql, params)
+            if "FROM followups" in sql:
+                monkeypatch.setattr(h.store, "rows", read)
+                other = Ratings(h.recorder, h.store, h.clock, h.calendar, {w.id: w.name for w in WINDOWS})  # another thread's count lands first
+                assert other.reschedule() == 1
+            return out
+
+        monkeypatch.setattr(h.store, "rows", rows_then_count)
+        assert h.ratings.reschedule() == 0
+        assert len(h.events("followup.rescheduled")) == 1
+    finally:
+        h.close()
+
+
+def test_a_count_waits_for_a_press_counting_on_the_old_calendar(tmp_path, monkeypatch):
+    import threading
+
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        counted, go = threading.Event(), threading.Event()
+        record = h.recorder.record_together
+
+        def slow_record(events):
+            counted.set()  # the deadlines are counted (on the weekday rule for 2027) ...
+            go.wait(5)  # ... and the transaction has not committed yet
+            return record(events)
+
+        monkeypatch.setattr(h.recorder, "record_together", slow_record)
+        press = threading.Thread(target=h.ratings.press, args=("w1", "dissatisfied"))
+        press.start()
+        assert counted.wait(5)
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        moved: list[int] = []
+        count = threading.Thread(target=lambda: moved.append(h.ratings.reschedule()))
+        count.start()
+        count.join(0.3)
+        assert count.is_alive()  # waiting for the press, not reading the follow-ups without it
+        monkeypatch.setattr(h.recorder, "record_together", record)
+        go.set()
+        press.join(5)
+        count.join(5)
+        assert moved == [1]
+        assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-08T10:12:00+08:00"]
+    finally:
+        h.close()
+
+def test_a_followup_that_cannot_be_counted_is_logged_once_and_the_others_still_move(tmp_path, caplog):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.clock.advance(60)
+        h.tap("w2", "dissatisfied")
+        bad, good = (e["data"]["followup_id"] for e in h.events("followup.opened"))
+        h.store.write_many("UPDATE followups SET counted_from = 'yesterday' WHERE id = ?", [(bad,)])
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        assert h.ratings.reschedule() == 1
+        assert [e["data"]["followup_id"] for e in h.events("followup.rescheduled")] == [good]
+        h.calendar.set_county_years(validate_calendar({"years": {"2027": {}}}))
+        h.ratings.reschedule()
+        assert caplog.text.count(f"follow-up {bad} cannot be counted again") == 1
+    finally:
+        h.close()
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [

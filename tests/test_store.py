@@ -65,6 +65,10 @@ def test_event_ids_are_unique_version_7_uuids_in_the_order_they_are_made(monkeyp
     parsed = [uuid.UUID(i) for i in ids]
     assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
     assert all(str(u) == i for u, i in zip(parsed, ids))  # canonical lower case, as the contract says
+    # All 74 random bits are random: the 12 after the version and the 62 after the variant.
+    assert len({u.int >> 64 & 0xFFF for u in parsed}) > 3500
+    assert len({u.int & (1 << 62) - 1 for u in parsed}) == len(ids)
+    assert 0.45 < sum(bin(u.int & (1 << 62) - 1).count("1") for u in parsed) / (62 * len(ids)) < 0.55
     # Ids made in later milliseconds sort after earlier ones, as text too: the index takes them at its end.
     now = [1_795_000_000_000_000_000]
     monkeypatch.setattr(time, "time_ns", lambda: now[0])
