@@ -99,8 +99,8 @@ class Ratings:
         self.on_duty = on_duty or NoRoster()
         self.on_feedback = on_feedback
         self._recent: dict[str, deque[int]] = {}
-        # Counting deadlines and writing them is one step: reschedule() never reads the
-        # follow-ups while a press or settle() holds deadlines counted on an older calendar.
+        # Counting deadlines and writing them is one step: reschedule() waits for a press or
+        # settle() holding deadlines counted on an older calendar before it reads the rows.
         self._count_lock = threading.Lock()
         self._counted_on: int | None = None  # the calendar generation last rescheduled on
         self._unreadable: set[str] = set()
@@ -356,32 +356,36 @@ class Ratings:
         """
         if not self.clock.is_synced():
             return 0  # the first reschedule_if_stale() after the sync counts
+        generation = self.calendar.generation
+        # A press or settle() counting on the calendar before this one finishes writing first,
+        # so the rows read below hold it. The lock is not kept: a 差评 press must not wait
+        # for all the commits below; the compare-and-set in each update covers the rest.
         with self._count_lock:
-            generation = self.calendar.generation
-            now = self.clock.now()
-            stamp = now.isoformat(timespec="seconds")
-            rows = self.store.rows(
-                "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
-                " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?) ORDER BY opened_at",
-                (stamp, stamp),
-            )
-            moved = 0
-            for row in rows:
-                try:
-                    spec = self._counted_again(row, now)
-                except Exception:  # noqa: BLE001 - one unreadable row must not hold up the others
-                    if row[0] not in self._unreadable:
-                        self._unreadable.add(row[0])
-                        log.exception("follow-up %s cannot be counted again; it keeps its deadlines", row[0])
-                    continue
-                if spec is None:
-                    continue
-                try:
-                    self.sink.record_together([spec])
-                    moved += 1
-                except _Moved:
-                    pass
-            self._counted_on = generation
+            pass
+        now = self.clock.now()
+        stamp = now.isoformat(timespec="seconds")
+        rows = self.store.rows(
+            "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
+            " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?) ORDER BY opened_at",
+            (stamp, stamp),
+        )
+        moved = 0
+        for row in rows:
+            try:
+                spec = self._counted_again(row, now)
+            except Exception:  # noqa: BLE001 - one unreadable row must not hold up the others
+                if row[0] not in self._unreadable:
+                    self._unreadable.add(row[0])
+                    log.exception("follow-up %s cannot be counted again; it keeps its deadlines", row[0])
+                continue
+            if spec is None:
+                continue
+            try:
+                self.sink.record_together([spec])
+                moved += 1
+            except _Moved:
+                pass
+        self._counted_on = generation
         if moved:
             log.info("the hall calendar changed: %d open follow-up(s) rescheduled", moved)
         return moved
@@ -401,10 +405,9 @@ class Ratings:
         days = (self.policy.callback_working_days, self.policy.rectify_working_days) if legacy else (callback_days, rectify_days)
         was = (datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due))
         due = [self.calendar.add_working_days(start, n) for n in days]
-        if any(self.calendar.source(y) == "weekday_rule" for y in range(start.year, max(*due, *was).year + 1)):
-            return None
         for i, old in enumerate(was):
-            if old <= now or (due[i] < old and (legacy or due[i] <= now)):
+            guessed = any(self.calendar.source(y) == "weekday_rule" for y in range(start.year, max(due[i], old).year + 1))
+            if guessed or old <= now or (due[i] < old and (legacy or due[i] <= now)):
                 due[i] = old
         if tuple(due) == was:
             return None

@@ -69,6 +69,39 @@ check_interval = 0.2
 """
 
 
+class LibraryUpTo2026:
+    """chinesecalendar as its 1.11 release knows it (2004 to 2026), whatever release is installed.
+
+    Many tests need a year the library does not know (2027: the weekday rule, the alarm, the
+    county's calendar supplying it). The appliance takes any newer release (setup.py), which
+    will know 2027 one day; the tests must not change meaning when it does.
+    """
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def _known(self, day) -> None:
+        if day.year > 2026:
+            raise NotImplementedError(f"no data for {day.year} in the library as the tests take it")
+
+    def is_workday(self, day):
+        self._known(day)
+        return self.real.is_workday(day)
+
+    def get_holiday_detail(self, day):
+        self._known(day)
+        return self.real.get_holiday_detail(day)
+
+
+@pytest.fixture(autouse=True)
+def library_knows_up_to_2026(monkeypatch):
+    """Every test in this process sees the library as LibraryUpTo2026 (subprocesses see the real one)."""
+    import services.calendar as calendar
+
+    if calendar._library is not None:
+        monkeypatch.setattr(calendar, "_library", LibraryUpTo2026(calendar._library))
+
+
 def write_config(directory: Path, *, broker: PrivateBroker | None = None, device_id: str = "hall-01", aggregator_ack: bool = False, will_delay: int = 0, clock: str = "assume_synced", broker_extra: str = "", store_extra: str = "", name: str = "appliance.toml") -> Path:
     """A complete config for a test appliance in ``directory``; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -485,6 +485,41 @@ def test_a_later_calendar_that_leaves_a_year_out_moves_nothing(tmp_path):
         h.close()
 
 
+def test_each_deadline_is_judged_on_its_own_years(tmp_path):
+    # 2027 is still unknown; the county gives 2026 a day off on Friday 18 December. The call-back
+    # count stays in 2026 and moves; the rectification count runs into 2027 and stays as told.
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-18"]}}}))
+        assert h.ratings.reschedule() == 1
+        moved = h.events("followup.rescheduled")[0]["data"]
+        assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-21T10:12:00+08:00", "2027-01-07T10:12:00+08:00")
+    finally:
+        h.close()
+
+
+def test_a_failed_write_leaves_the_count_to_the_next_round(tmp_path, monkeypatch):
+    from appliance.errors import StoreError
+
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        h.tap("w1", "dissatisfied")
+        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+        record = h.recorder.record_together
+
+        def full(events):
+            raise StoreError("disk I/O error")
+
+        monkeypatch.setattr(h.recorder, "record_together", full)
+        with pytest.raises(StoreError):
+            h.ratings.reschedule_if_stale()
+        monkeypatch.setattr(h.recorder, "record_together", record)
+        assert h.ratings.reschedule_if_stale() == 1
+        assert h.ratings.reschedule_if_stale() == 0
+    finally:
+        h.close()
+
 def test_a_deadline_passed_stands_and_none_moves_earlier_into_the_past(tmp_path):
     h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
     try:
@@ -539,8 +574,7 @@ def test_two_counts_at_once_announce_one_move(tmp_path, monkeypatch):
             out = read(sql, params)
             if "FROM followups" in sql:
                 monkeypatch.setattr(h.store, "rows", read)
-                other = Ratings(h.recorder, h.store, h.clock, h.calendar, {w.id: w.name for w in WINDOWS})  # another thread's count lands first
-                assert other.reschedule() == 1
+                assert h.ratings.reschedule() == 1  # the maintenance round's count, from the other thread, lands first
             return out
 
         monkeypatch.setattr(h.store, "rows", rows_then_count)
@@ -581,6 +615,7 @@ def test_a_count_waits_for_a_press_counting_on_the_old_calendar(tmp_path, monkey
         assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-08T10:12:00+08:00"]
     finally:
         h.close()
+
 
 def test_a_followup_that_cannot_be_counted_is_logged_once_and_the_others_still_move(tmp_path, caplog):
     h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
