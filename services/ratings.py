@@ -302,8 +302,9 @@ class Ratings:
             opened = anchor_time - timedelta(seconds=(anchor_mono_ns - mono_ns) / 1e9) if corrected else datetime.fromisoformat(opened_at)
             # From an earlier boot the recorded time may be days early; the deadlines then run
             # from the sync, which is never before the true opening: never a false 'overdue'.
-            counted_from = (opened if corrected else max(opened, anchor_time)).isoformat(timespec="seconds")
-            callback_due, rectify_due = self._deadlines(datetime.fromisoformat(counted_from))
+            start = (opened if corrected else max(opened, anchor_time)).replace(microsecond=0)  # as stored
+            counted_from = start.isoformat(timespec="seconds")
+            callback_due, rectify_due = self._deadlines(start)
             data = {
                 "followup_id": fid,
                 "opened_at": opened.isoformat(timespec="seconds"),

@@ -38,7 +38,6 @@ import math
 import re
 import sqlite3
 import threading
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Callable, Container
@@ -968,7 +967,7 @@ class Roster:
         # verdict waits for settle().
         shift = self._match_shift(member.id, now)
         window = shift.window if shift else (member.windows[0] if member.windows else None)
-        session_id = str(uuid.uuid4())
+        session_id = new_event_id()  # the checked_in event's id
         minutes = None
         if not synced:
             verdict = "pending"
@@ -1345,7 +1344,7 @@ class Roster:
             staffed = next((s for s in self._snapshot if s.window == wid), None)
             gap = self._gaps.get(wid)
             if gap is None and expected and staffed is None:
-                gid = str(uuid.uuid4())
+                gid = new_event_id()  # the window_unstaffed event's id
                 data = {
                     "window": wid,
                     "window_name": wname,
@@ -1548,7 +1547,7 @@ class Roster:
             r[0] for r in self.store.rows("SELECT event_id, shift_key FROM attendance_verdicts WHERE kind = 'absent' AND staff_id = ? AND voided_by IS NULL", (member.id,))
             if t0 <= datetime.fromisoformat(r[1].split("|")[2]) < t1
         ]
-        leave_id = str(uuid.uuid4())
+        leave_id = new_event_id()  # the leave event's id
         now = self.clock.now()
         data = {
             "leave_id": leave_id,
