@@ -181,6 +181,21 @@ class Subscriber:
         self.wait_for(lambda msgs: len([1 for m in msgs if "/evt/" in m.topic and json.loads(m.payload)["type"] == event_type]) >= count, timeout)
         return self.events(event_type)
 
+    def wait_seqs(self, seqs: range, event_type: str = "rating.recorded", timeout: float = 15.0) -> list[dict]:
+        """Wait until an event of every seq in ``seqs`` has arrived; return one per seq, in order.
+
+        Delivery is at least once: across a broker restart the broker may hand a persisted
+        message to this subscriber again, or the device may send one again whose PUBACK it
+        never saw. A copy must be the same event (same ``event_id``), never a new one.
+        """
+        wanted = set(seqs)
+        self.wait_for(lambda msgs: wanted <= {json.loads(m.payload)["seq"] for m in msgs if "/evt/" in m.topic and json.loads(m.payload)["type"] == event_type}, timeout)
+        by_seq: dict[int, dict] = {}
+        for e in self.events(event_type):
+            first = by_seq.setdefault(e["seq"], e)
+            assert first["event_id"] == e["event_id"], f"seq {e['seq']} arrived as two different events"
+        return [by_seq[s] for s in sorted(by_seq)]
+
     def close(self) -> None:
         self.client.disconnect()  # first, so the loop thread wakes and ends at once
         self.client.loop_stop()

@@ -88,8 +88,8 @@ def test_events_recorded_while_the_broker_is_down_all_arrive_when_it_returns(tmp
     assert d.status()["outbox"]["oldest"]["type"] == "rating.recorded"
     time.sleep(1.0)  # a while offline, reconnect attempts failing
     broker.start()
-    events = subscriber.wait_events(51, timeout=30)
-    assert sorted({e["seq"] for e in events}) == list(range(1, 52))
+    events = subscriber.wait_seqs(range(1, 52), timeout=30)
+    assert [e["seq"] for e in events] == list(range(1, 52))
     wait_until(lambda: d.store.depth == 0, what="backlog drained")
 
 
@@ -125,8 +125,9 @@ def test_after_a_reconnect_unacknowledged_events_are_sent_again(tmp_path, broker
     subscriber.wait_events(before + 2)
     time.sleep(0.5)
     again = subscriber.events("rating.recorded")[before:]
-    # Seq 1 was acknowledged by the aggregator; 2 and 3 were not, so they went again.
-    assert sorted(e["seq"] for e in again) == [2, 3]
+    # Seq 1 was acknowledged by the aggregator; 2 and 3 were not, so they went again
+    # (the broker, restarting, may also hand the subscriber a copy it still held).
+    assert {e["seq"] for e in again} == {2, 3}
 
 
 ACL = """\
