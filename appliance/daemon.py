@@ -205,9 +205,7 @@ class Daemon:
             )
         self.calendar = HallCalendar(
             c.hall.opening_hours,
-            on_unknown_year=lambda year: self.recorder.raise_alarm(
-                "calendar_year_unknown", f"no holiday calendar for {year}: working days follow the weekday rule until the county sends one"
-            ),
+            on_unknown_year=lambda year: self._alarm_unknown_years(),
         )
         self.roster = Roster(self.recorder, self.store, self.clock, self.calendar, {w.id: w.name for w in c.windows}, on_notice=self._notice)
         self.ratings = Ratings(
@@ -678,8 +676,17 @@ class Daemon:
         # newer holiday library); maintenance() counts what an unsynchronised clock or a
         # failed write left.
         self._reschedule(self.ratings.reschedule)
-        if not self.calendar.unknown_years():
+        # A calendar that leaves out a year in use (one an earlier version covered) puts that
+        # year back on the weekday rule: the alarm comes back with it.
+        self._alarm_unknown_years()
+
+    def _alarm_unknown_years(self) -> None:
+        years = self.calendar.unknown_years()
+        if not years:
             self.recorder.clear_alarm("calendar_year_unknown")
+            return
+        named = ", ".join(str(y) for y in years)
+        self.recorder.raise_alarm("calendar_year_unknown", f"no holiday calendar for {named}: working days follow the weekday rule until the county sends one")
 
     def _reschedule(self, how: Callable[[], int]) -> None:
         try:

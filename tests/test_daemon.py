@@ -142,6 +142,26 @@ def test_a_calendar_from_the_county_reschedules_open_followups_and_maintenance_r
         d.stop()
 
 
+def test_a_calendar_that_leaves_out_a_year_in_use_raises_the_alarm_again(tmp_path):
+    d = _december_daemon(load_config(write_config(tmp_path / "dev")))
+    active = lambda: {a.code: a.detail for a in d.store.active_alarms()}  # noqa: E731
+    try:
+        d.buttons.press("w1", "dissatisfied")  # fifteen working days run into 2027
+        assert "2027" in active()["calendar_year_unknown"]
+        d.router.handle("set", "county", "calendar", NEXT_YEAR, d.recorder.topics.desired("county", "calendar"))
+        assert "calendar_year_unknown" not in active()
+        # Version 2 names 2028 only: 2027, still in use by the open follow-up, is on the weekday rule again.
+        v2 = json.dumps({"version": 2, "data": {"years": {"2028": {"holidays": ["2028-01-03"]}}}}).encode()
+        d.router.handle("set", "county", "calendar", v2, d.recorder.topics.desired("county", "calendar"))
+        assert d.calendar.source(2027) == "weekday_rule"
+        assert "no holiday calendar for 2027" in active()["calendar_year_unknown"]
+        assert [e["type"] for e in d.store.recent_events(100)].count("alarm.raised") == 2
+        d.router.handle("set", "county", "calendar", NEXT_YEAR.replace(b'"version": 1', b'"version": 3'), d.recorder.topics.desired("county", "calendar"))
+        assert "calendar_year_unknown" not in active()
+    finally:
+        d.stop()
+
+
 def test_a_start_counts_again_on_the_stored_calendar_once(tmp_path, monkeypatch):
     config = load_config(write_config(tmp_path / "dev"))
     d = _december_daemon(config)
