@@ -37,14 +37,18 @@ class ContactDebouncer:
 
     After an accepted change, edges are ignored for ``debounce_s`` (contact chatter); the
     level last seen in that time is settled afterwards. A press counts once, on the way down,
-    however long it is held; held past ``stuck_after_s`` it is reported stuck, once, and the
-    release that follows ends that.
+    however long it is held; held past ``stuck_after_s`` it is reported stuck, once. The jam
+    ends when the contact has stayed open for ``free_after_s``: a jammed contact that flickers
+    open for a moment now and then is still jammed, not freed and jammed again each time.
     """
 
-    def __init__(self, clock: Monotonic, debounce_s: float = 0.05, stuck_after_s: float = 20.0, pressed: bool = False) -> None:
+    def __init__(self, clock: Monotonic, debounce_s: float = 0.05, stuck_after_s: float = 20.0, pressed: bool = False, free_after_s: float = 1.0) -> None:
         self.clock = clock
         self.debounce_s = debounce_s
         self.stuck_after_s = stuck_after_s
+        self.free_after_s = free_after_s
+        # While jammed: since when the contact has been open (None while it is closed).
+        self.freeing_since: float | None = None
         self.pressed = pressed
         self.changed_at = -float("inf")
         self.pressed_at = clock() if pressed else None
@@ -64,7 +68,7 @@ class ContactDebouncer:
             self.opened_at = None
         elif self.opened_at is None:
             self.opened_at = now
-        out = self._settle(now)
+        out = self._free(now) + self._settle(now)
         if now - self.changed_at < self.debounce_s:
             self.settle_to = pressed
             return out
@@ -74,10 +78,18 @@ class ContactDebouncer:
         """Called regularly: settles chatter and notices a jammed contact."""
         now = self.clock()
         out = self._settle(now)
+        out += self._free(now)
         if self.pressed and not self.stuck and self.pressed_at is not None and now - self.pressed_at >= self.stuck_after_s:
             self.stuck = True
             out.append("stuck")
         return out
+
+    def _free(self, now: float) -> list[str]:
+        if self.freeing_since is None or self.pressed or now - self.freeing_since < self.free_after_s - 1e-6:
+            return []
+        self.stuck = False
+        self.freeing_since = None
+        return ["unstuck"]
 
     def _settle(self, now: float) -> list[str]:
         if self.settle_to is None or now - self.changed_at < self.debounce_s:
@@ -93,13 +105,16 @@ class ContactDebouncer:
         self.changed_at = now
         if pressed:
             self.pressed_at = now
+            if self.stuck:
+                self.freeing_since = None  # it opened only for a moment: still jammed
+                return []
             # Settled after a lockout: a new press if the contact had really opened (for the
             # debounce time, give or take float rounding), else the same press continuing.
             return ["press"] if not settling or self.open_for >= self.debounce_s - 1e-6 else []
         self.pressed_at = None
         if self.stuck:
-            self.stuck = False
-            return ["unstuck"]
+            self.freeing_since = now  # freed once it stays open (_free)
+            return []
         return ["release"]
 
 

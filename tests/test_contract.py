@@ -704,9 +704,16 @@ def hold_until_stuck(d: Daemon, window: str, level: str) -> None:
 
 
 def release(d: Daemon, window: str, level: str) -> None:
-    """Let go of a button, past the debounce time so the release is not taken for chatter."""
-    time.sleep(d.buttons.contacts[(window, level)].debounce_s)
+    """Let go of a button, past the debounce time so the release is not taken for chatter.
+
+    A jammed button is freed once it has stayed open for free_after_s: as in
+    hold_until_stuck, the opening is dated that long ago rather than waited for.
+    """
+    contact = d.buttons.contacts[(window, level)]
+    time.sleep(contact.debounce_s)
     d.buttons.pin(window, level).drive_high()
+    if contact.freeing_since is not None:
+        contact.freeing_since -= contact.free_after_s
     d.buttons.tick()
 
 

@@ -170,6 +170,43 @@ def test_a_jammed_button_is_reported_once_and_not_counted_as_presses(hall):
     assert hall.buttons.stuck_buttons() == []
 
 
+def test_a_jammed_button_that_flickers_open_is_still_one_jam(hall):
+    pin = hall.pin("w2", "satisfied")
+    pin.drive_low()
+    for _ in range(3):  # a jammed contact that opens for 10 ms every 25 s
+        for _ in range(25):
+            hall.clock.advance(1)
+            hall.buttons.tick()
+        pin.drive_high()
+        hall.clock.advance(0.01)
+        pin.drive_low()
+        hall.clock.advance(0.1)
+        hall.buttons.tick()
+    assert hall.stuck == [("w2", "satisfied", True)]
+    assert len(hall.ratings_rows()) == 1
+    # Opened for good: freed once it has stayed open a second, and the next press counts.
+    pin.drive_high()
+    hall.clock.advance(0.5)
+    hall.buttons.tick()
+    assert hall.buttons.stuck_buttons() == [("w2", "satisfied")]
+    hall.clock.advance(0.5)
+    hall.buttons.tick()
+    assert hall.stuck == [("w2", "satisfied", True), ("w2", "satisfied", False)]
+    hall.tap("w2", "satisfied")
+    assert len(hall.ratings_rows()) == 2
+
+
+def test_a_jammed_button_released_and_pressed_again_between_ticks_is_freed_then_pressed():
+    now = [0.0]
+    c = ContactDebouncer(lambda: now[0], debounce_s=0.05, stuck_after_s=20)
+    assert c.edge(True) == ["press"]
+    now[0] = 30.0
+    assert c.tick() == ["stuck"]
+    assert c.edge(False) == []
+    now[0] = 35.0  # open for five seconds, nobody ticked
+    assert c.edge(True) == ["unstuck", "press"]
+
+
 class JammedPin(MockPin):
     """A mock pin whose contact stays closed whatever pull is set (GPIO 17 jammed at power-on)."""
 
