@@ -356,6 +356,11 @@ BROKEN = [
         id="empty-store-path",
     ),
     pytest.param(
+        edited(append="\n[ratings]\ncallback_working_days = 0\n"),
+        ["ratings.callback_working_days = 0: must be between 1 and 30. Fix: give working days between 1 and 30 (the deadline is that many working days after the 差评)"],
+        id="callback-deadline-of-no-days",
+    ),
+    pytest.param(
         'windows = ["w1", "w2"]\n\n' + VALID.split("[[windows]]")[0],
         ["windows = ['w1', 'w2']: must be a list of tables. Fix: write each window as a [[windows]] table"],
         id="windows-not-tables",
