@@ -99,6 +99,9 @@ class Ratings:
         self.on_duty = on_duty or NoRoster()
         self.on_feedback = on_feedback
         self._recent: dict[str, deque[int]] = {}
+        # Presses come from gpiozero's callback thread and from the main loop (a press the
+        # debouncer settles at a tick, the control socket): one at a time through _flags.
+        self._flags_lock = threading.Lock()
         # Counting deadlines and writing them is one step: reschedule() waits for a press or
         # settle() holding deadlines counted on an older calendar before it reads the rows.
         self._count_lock = threading.Lock()
@@ -155,17 +158,18 @@ class Ratings:
 
     def _flags(self, window_id: str, now_ns: int) -> list[str]:
         # Only the last burst_limit + 1 presses can matter for either flag.
-        recent = self._recent.setdefault(window_id, deque(maxlen=self.policy.burst_limit + 1))
-        flags = []
-        if recent and (now_ns - recent[-1]) / 1e9 < self.policy.repeat_interval_s:
-            flags.append(REPEAT)
-        recent.append(now_ns)
-        horizon = now_ns - int(self.policy.burst_window_s * 1e9)
-        while recent and recent[0] < horizon:
-            recent.popleft()
-        if len(recent) > self.policy.burst_limit:
-            flags.append(BURST)
-        return flags
+        with self._flags_lock:
+            recent = self._recent.setdefault(window_id, deque(maxlen=self.policy.burst_limit + 1))
+            flags = []
+            if recent and (now_ns - recent[-1]) / 1e9 < self.policy.repeat_interval_s:
+                flags.append(REPEAT)
+            recent.append(now_ns)
+            horizon = now_ns - int(self.policy.burst_window_s * 1e9)
+            while recent and recent[0] < horizon:
+                recent.popleft()
+            if len(recent) > self.policy.burst_limit:
+                flags.append(BURST)
+            return flags
 
     # -- follow-ups ---------------------------------------------------------------------
 
