@@ -594,6 +594,21 @@ def test_a_simulated_press_goes_through_the_daemon_and_shows_in_the_events(daemo
     assert ("director", "sim.press") in audit_actions(app)
 
 
+def test_a_simulated_press_on_a_button_held_down_says_nothing_was_recorded(daemon, client):
+    as_role(client, "director")
+    english(client)
+    daemon.buttons.pin("w2", "dissatisfied").drive_low()  # somebody is leaning on it
+    before = len(daemon.store.recent_events(50))
+    response = client.post("/simulator/press", data={"csrf_token": token(client, "/simulator"), "window": "w2", "level": "dissatisfied"}, follow_redirects=True)
+    assert 'class="flash warning"' in response.text
+    assert "but no rating was recorded: that button is held down or jammed." in response.text
+    assert len(daemon.store.recent_events(50)) == before
+    # Released, the next press is recorded and said so.
+    response = client.post("/simulator/press", data={"csrf_token": token(client, "/simulator"), "window": "w2", "level": "dissatisfied"}, follow_redirects=True)
+    assert re.search(r'class="flash info"[^>]*>Pressed “[^”]+” at w2\.<', response.text), response.text[:2000]
+    assert "no rating was recorded" not in response.text
+
+
 def test_the_panel_refuses_a_button_the_window_does_not_have(daemon, client):
     as_role(client, "director")
     english(client)

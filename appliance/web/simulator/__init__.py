@@ -89,7 +89,11 @@ def press():
     except ControlError as exc:
         return _panel(press_error=_("The press did not reach the daemon: %(reason)s", reason=str(exc)), status=503)
     hall().accounts.audit(g.user.username, "sim.press", {"window": window, "level": level, "seq": result.get("seq")})
-    flash(_("Pressed “%(level)s” at %(window)s.", level=LEVEL_NAMES.get(level, level), window=window), "info")
+    if result.get("recorded", True):
+        flash(_("Pressed “%(level)s” at %(window)s.", level=LEVEL_NAMES.get(level, level), window=window), "info")
+    else:
+        # The debouncer took no press: that button is held down, or jammed (see the alarms).
+        flash(_("Pressed “%(level)s” at %(window)s, but no rating was recorded: that button is held down or jammed.", level=LEVEL_NAMES.get(level, level), window=window), "warning")
     return redirect(url_for("simulator.index"), 303)
 
 
