@@ -244,11 +244,11 @@ class Daemon:
         self._load_settings()
         self.uplink = Uplink(c.broker, self.recorder, self.router, self.clock, self.status, status_interval_s=self.settings["status_interval"])
 
-        factory, in_use = make_pin_factory("mock" if self.simulate else c.gpio.pin_factory)
+        factory, in_use, passed_over = make_pin_factory("mock" if self.simulate else c.gpio.pin_factory)
         self.pin_factory_name = in_use
         self.pin_factory = factory
-        if c.gpio.pin_factory not in ("auto", in_use) and not self.simulate:
-            self.recorder.raise_alarm("pin_factory", f"configured {c.gpio.pin_factory} but {in_use} is in use")
+        if passed_over:
+            self.recorder.raise_alarm("pin_factory", f"gpio.pin_factory = '{c.gpio.pin_factory}' fell back to {in_use}: {'; '.join(passed_over)}")
         else:
             self.recorder.clear_alarm("pin_factory")
         self.buttons = WindowButtons(

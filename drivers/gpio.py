@@ -13,27 +13,29 @@ class NoPinFactory(RuntimeError):
     """No GPIO library could drive the header."""
 
 
-def make_pin_factory(name: str) -> tuple[Factory, str]:
-    """The factory for ``auto|lgpio|rpigpio|mock`` and the name of the one really in use.
+def make_pin_factory(name: str) -> tuple[Factory, str, list[str]]:
+    """The factory for ``auto|lgpio|rpigpio|mock``, the name of the one in use, and why any
+    preferred one was passed over.
 
     ``auto`` prefers lgpio (works on every Pi, the Pi 5 included) and falls back to RPi.GPIO
-    for older images; the caller compares the name in use with the one configured and raises
-    an alarm when they differ (lgpio failing under ProtectSystem=strict is the known case).
+    for older images. The pins then work, but not as installed: the caller raises the
+    ``pin_factory`` alarm with the reasons (lgpio failing under ProtectSystem=strict, gpiozero
+    #1106, is the known case). A factory named outright is that one or none.
     """
     if name == "mock":
         from gpiozero.pins.mock import MockFactory
 
-        return MockFactory(), "mock"
+        return MockFactory(), "mock", []
     errors = []
     for candidate in (("lgpio", "rpigpio") if name == "auto" else (name,)):
         try:
             if candidate == "lgpio":
                 from gpiozero.pins.lgpio import LGPIOFactory
 
-                return LGPIOFactory(), "lgpio"
+                return LGPIOFactory(), "lgpio", errors
             from gpiozero.pins.rpigpio import RPiGPIOFactory
 
-            return RPiGPIOFactory(), "rpigpio"
+            return RPiGPIOFactory(), "rpigpio", errors
         except Exception as exc:  # noqa: BLE001 - import errors and "not a Pi" alike
             errors.append(f"{candidate}: {exc}")
             log.warning("pin factory %s unavailable: %s", candidate, exc)

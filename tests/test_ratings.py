@@ -842,11 +842,83 @@ def test_the_daemon_reports_a_button_jammed_at_power_on(tmp_path, monkeypatch):
     from appliance.config import load_config
     from conftest import write_config
 
-    monkeypatch.setattr(daemon_module, "make_pin_factory", lambda name: (MockFactory(pin_class=JammedPin), "mock"))
+    monkeypatch.setattr(daemon_module, "make_pin_factory", lambda name: (MockFactory(pin_class=JammedPin), "mock", []))
     d = daemon_module.Daemon(load_config(write_config(tmp_path / "dev")), clock=FakeClock(), simulate=True)
     d.start()
     try:
         assert [e["data"] for e in d.store.recent_events(10) if e["type"] == "button.stuck"] == [{"window": "w2", "level": "satisfied"}]
         assert "button_stuck" in [a.code for a in d.store.active_alarms()]
+    finally:
+        d.stop()
+
+
+# -- the pin factory ----------------------------------------------------------------------
+
+
+def fake_factory_modules(monkeypatch, lgpio_error: Exception | None = None, rpigpio_error: Exception | None = None) -> None:
+    """gpiozero's lgpio and RPi.GPIO factory modules, replaced: each makes a MockFactory
+    named after it, or raises as the real one does off the Pi (or under ProtectSystem=strict)."""
+    import sys
+    import types
+
+    for module, cls, error in (("gpiozero.pins.lgpio", "LGPIOFactory", lgpio_error), ("gpiozero.pins.rpigpio", "RPiGPIOFactory", rpigpio_error)):
+
+        def make(error=error, cls=cls):
+            if error is not None:
+                raise error
+            return type(cls, (MockFactory,), {})()
+
+        monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**{cls: make}))
+
+
+def test_auto_prefers_lgpio_then_rpigpio(monkeypatch):
+    from drivers.gpio import make_pin_factory
+
+    fake_factory_modules(monkeypatch)
+    factory, name, passed_over = make_pin_factory("auto")
+    assert (type(factory).__name__, name, passed_over) == ("LGPIOFactory", "lgpio", [])
+    factory.close()
+
+    fake_factory_modules(monkeypatch, lgpio_error=OSError("can't create notification file"))
+    factory, name, passed_over = make_pin_factory("auto")
+    assert (type(factory).__name__, name) == ("RPiGPIOFactory", "rpigpio")
+    assert passed_over == ["lgpio: can't create notification file"]
+    factory.close()
+
+
+def test_a_factory_named_outright_is_that_one_or_none(monkeypatch):
+    from drivers.gpio import NoPinFactory, make_pin_factory
+
+    fake_factory_modules(monkeypatch, lgpio_error=ImportError("No module named 'lgpio'"))
+    factory, name, passed_over = make_pin_factory("rpigpio")
+    assert (name, passed_over) == ("rpigpio", [])
+    factory.close()
+    with pytest.raises(NoPinFactory, match=r"lgpio: No module named 'lgpio'\)\. On a Pi install python3-lgpio"):
+        make_pin_factory("lgpio")
+
+
+def test_the_daemon_raises_the_pin_factory_alarm_when_auto_falls_back(tmp_path, monkeypatch):
+    from appliance import daemon as daemon_module
+    from appliance.config import load_config
+    from conftest import write_config
+
+    fake_factory_modules(monkeypatch, lgpio_error=OSError("can't create notification file"))
+    config = write_config(tmp_path / "dev")
+    config.write_text(config.read_text().replace('pin_factory = "mock"', 'pin_factory = "auto"'))
+    d = daemon_module.Daemon(load_config(config), clock=FakeClock())
+    d.start()
+    try:
+        assert d.pin_factory_name == "rpigpio" and d.status()["pin_factory"] == "rpigpio"
+        alarms = {a.code: a.detail for a in d.store.active_alarms()}
+        assert alarms["pin_factory"] == "gpio.pin_factory = 'auto' fell back to rpigpio: lgpio: can't create notification file"
+    finally:
+        d.stop()
+    # lgpio works again at the next start: the alarm clears.
+    fake_factory_modules(monkeypatch)
+    d = daemon_module.Daemon(load_config(config), clock=FakeClock())
+    d.start()
+    try:
+        assert d.pin_factory_name == "lgpio"
+        assert "pin_factory" not in [a.code for a in d.store.active_alarms()]
     finally:
         d.stop()

@@ -540,6 +540,11 @@ def test_the_health_check_wants_the_new_version_and_nothing_that_worked_broken(d
     problems = u.health_problems(status, "0.2.0", BEFORE, None)
     assert problems == ([] if problem is None else [problem])
     assert u.health_problems(None, "0.2.0", BEFORE, None) == ["the daemon does not answer on its control socket"]
+    # The pins are judged by the factory in use: a release that newly reports the fallback
+    # an older one ran on silently has broken nothing.
+    fallback = dict(BEFORE, pin_factory="rpigpio")
+    reported = dict(fallback, version="0.2.0", alarms=BEFORE["alarms"] + [{"code": "pin_factory", "detail": "gpio.pin_factory = 'auto' fell back to rpigpio: lgpio: …"}])
+    assert u.health_problems(reported, "0.2.0", fallback, None) == []
     # Without a baseline (the old daemon was not running), queuing is healthy enough.
     assert u.health_problems(dict(BEFORE, version="0.2.0", uplink={"state": "waiting"}), "0.2.0", None, None) == []
     assert u.health_problems(dict(BEFORE, version="0.2.0", uplink={"state": "stopped"}), "0.2.0", None, None) == ["the uplink is stopped"]
