@@ -213,6 +213,21 @@ def test_control_socket_presses_a_button_through_the_driver(offline_daemon, tmp_
     assert control.call("press", window="w1", level="satisfied") == {"window": "w1", "level": "satisfied", "seq": 3, "recorded": True}
 
 
+def test_the_status_and_the_control_socket_count_todays_presses(offline_daemon):
+    d = offline_daemon
+    control = ControlClient(d.config.control.socket)
+    assert d.status()["ratings_today"] == {"counted": 0, "satisfied": 0, "flagged": 0, "rate": None}
+    control.call("press", window="w1", level="satisfied")
+    control.call("press", window="w2", level="dissatisfied")  # 差评: opens a follow-up
+    control.call("press", window="w2", level="dissatisfied")  # at once again: flagged repeat
+    assert d.status()["ratings_today"] == {"counted": 2, "satisfied": 1, "flagged": 1, "rate": 0.5}
+    figures = control.call("figures")
+    assert figures["total"] == d.status()["ratings_today"]
+    w1, w2 = figures["windows"]
+    assert (w1["window"], w1["levels"]["satisfied"], w2["window"], w2["levels"]["dissatisfied"], w2["flagged"]) == ("w1", 1, "w2", 1, 1)
+    assert [(f["window"], f["level"]) for f in figures["followups"]] == [("w2", "dissatisfied"), ("w2", "dissatisfied")]
+
+
 def test_a_press_on_a_held_button_is_reported_not_recorded(offline_daemon):
     d = offline_daemon
     d.buttons.pin("w1", "satisfied").drive_low()  # somebody holds it down: that press is recorded
