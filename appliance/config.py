@@ -532,7 +532,7 @@ def parse_config(data: dict, base_dir: Path | None = None, source: Path | None =
         stuck_after_s=r.get(rt, "ratings", "stuck_after", float, 20.0, fix="give seconds between 2 and 3600", check=_between(2, 3600)),
         repeat_interval_s=r.get(rt, "ratings", "repeat_interval", float, 5.0, fix="give seconds between 0 and 600", check=_between(0, 600)),
         burst_limit=r.get(rt, "ratings", "burst_limit", int, 10, fix="give presses per minute between 2 and 1000", check=_between(2, 1000)),
-        callback_working_days=r.get(rt, "ratings", "callback_working_days", int, 1, fix="give working days between 1 and 30 (the deadline is that many working days after the 差评)", check=_between(1, 30)),
+        callback_working_days=r.get(rt, "ratings", "callback_working_days", int, 1, fix="give working days between 0 and 30 (0: the same working day, by closing time)", check=_between(0, 30)),
         rectify_working_days=r.get(rt, "ratings", "rectify_working_days", int, 15, fix="give working days between 1 and 90", check=_between(1, 90)),
     )
     if ratings.callback_working_days and ratings.rectify_working_days and ratings.callback_working_days > ratings.rectify_working_days:

@@ -425,7 +425,9 @@ class Daemon:
             self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
         if self.board and self._duty_text() != self._shown_duty:
             self.reload_hall_items()
-        self._reschedule(self.ratings.reschedule_if_stale)
+        if not self.ratings.counted_on_calendar():
+            self._reschedule(self.ratings.reschedule_if_stale)
+            self._alarm_unknown_years()  # judged once the recount has run
         try:
             self.ratings.check_overdue()
         except StoreError as exc:
@@ -660,10 +662,8 @@ class Daemon:
         return [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in e.items()} for e in entries]
 
     def _load_calendar(self) -> None:
-        # An alarm from the last run stands for this year and next until a calendar covers them.
-        if "calendar_year_unknown" in [a.code for a in self.store.active_alarms()]:
-            year = self.clock.now().year
-            self.calendar.note_unknown({year, year + 1})
+        # An alarm from the last run stands until the follow-ups are counted on this calendar
+        # (not on an unsynchronised clock): _alarm_unknown_years.
         self._apply_calendar(self._stored_scopes("calendar"))
 
     def _apply_calendar(self, scopes: dict) -> None:
@@ -676,14 +676,23 @@ class Daemon:
         # newer holiday library); maintenance() counts what an unsynchronised clock or a
         # failed write left.
         self._reschedule(self.ratings.reschedule)
+        if self.clock.is_synced():
+            self.calendar.is_working_day(self.clock.now().date())  # today is in use (roster, board)
         # A calendar that leaves out a year in use (one an earlier version covered) puts that
         # year back on the weekday rule: the alarm comes back with it.
         self._alarm_unknown_years()
 
     def _alarm_unknown_years(self) -> None:
+        """Raise calendar_year_unknown for the years in use that no calendar knows, or clear it.
+
+        The years in use are those counted on since the last calendar was taken: the open
+        follow-ups' recount and today. Until that recount has run (it waits for a synchronised
+        clock) an alarm is not cleared, only raised.
+        """
         years = self.calendar.unknown_years()
         if not years:
-            self.recorder.clear_alarm("calendar_year_unknown")
+            if self.ratings.counted_on_calendar():
+                self.recorder.clear_alarm("calendar_year_unknown")
             return
         named = ", ".join(str(y) for y in years)
         self.recorder.raise_alarm("calendar_year_unknown", f"no holiday calendar for {named}: working days follow the weekday rule until the county sends one")

@@ -68,7 +68,9 @@ class ContactDebouncer:
             self.opened_at = None
         elif self.opened_at is None:
             self.opened_at = now
-        out = self._free(now) + self._settle(now)
+        # Settle first: a close still waiting out the lockout means the jam goes on.
+        out = self._settle(now)
+        out += self._free(now)
         if now - self.changed_at < self.debounce_s:
             self.settle_to = pressed
             return out
@@ -183,7 +185,8 @@ class WindowButtons:
                 log.exception("%s at %s (%s) could not be handled", what, *key)
 
     def stuck_buttons(self) -> list[tuple[str, str]]:
-        """(window, level) of every button now held down past the stuck time."""
+        """(window, level) of every button jammed: held down past the stuck time, and not yet
+        open for ``free_after_s`` since."""
         return [key for key, c in self.contacts.items() if c.stuck]
 
     def pin(self, window_id: str, level: str):

@@ -120,17 +120,18 @@ class HallCalendar:
         self.generation = 0
 
     def set_county_years(self, years: dict[int, YearDays]) -> None:
-        """Take the county's calendar (it wins over the library for the years it names)."""
+        """Take the county's calendar (it wins over the library for the years it names).
+
+        The years reported unknown are forgotten: whoever counts on a year (the follow-ups'
+        recount, the roster, the board) reports it again if it is still unknown and in use.
+        """
         self.county = dict(years)
+        self._warned = set()
         self.generation += 1
 
-    def note_unknown(self, years: set[int]) -> None:
-        """Remember years already reported unknown (an alarm still active from the last run)."""
-        self._warned |= {y for y in years if self.source(y) == "weekday_rule"}
-
     def unknown_years(self) -> list[int]:
-        """Years used or reported on the weekday rule that still have no calendar."""
-        return sorted(y for y in self._warned if self.source(y) == "weekday_rule")
+        """Years used on the weekday rule, since the last calendar taken, that still have none."""
+        return sorted(y for y in set(self._warned) if self.source(y) == "weekday_rule")
 
     def source(self, year: int) -> str:
         """Where ``year``'s days come from: 'county', 'library' or 'weekday_rule'."""
@@ -187,7 +188,20 @@ class HallCalendar:
         return False
 
     def add_working_days(self, start: datetime, days: int) -> datetime:
-        """The same time of day, ``days`` working days after ``start`` (weekends, holidays skipped)."""
+        """The same time of day, ``days`` working days after ``start`` (weekends, holidays skipped).
+
+        ``days`` 0 is the same working day, by closing time (the end of the last opening span);
+        from after closing or a day off, by the end of the next working day.
+        """
+        if days == 0:
+            closing = max((end for _start, end in self.opening_hours), default=time(23, 59, 59))
+            day = start
+            while True:
+                if self.is_working_day(day.date()):
+                    due = day.replace(hour=closing.hour, minute=closing.minute, second=closing.second, microsecond=0)
+                    if due > start:
+                        return due
+                day += timedelta(days=1)
         current = start
         counted = 0
         while counted < days:

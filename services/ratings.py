@@ -395,6 +395,10 @@ class Ratings:
             log.info("the hall calendar changed: %d open follow-up(s) rescheduled", moved)
         return moved
 
+    def counted_on_calendar(self) -> bool:
+        """True once the open follow-ups were counted on the calendar as it now stands."""
+        return self._counted_on == self.calendar.generation
+
     def reschedule_if_stale(self) -> int:
         """``reschedule()`` unless it already ran on this calendar (maintenance calls it)."""
         if self._counted_on == self.calendar.generation:

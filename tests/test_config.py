@@ -356,9 +356,9 @@ BROKEN = [
         id="empty-store-path",
     ),
     pytest.param(
-        edited(append="\n[ratings]\ncallback_working_days = 0\n"),
-        ["ratings.callback_working_days = 0: must be between 1 and 30. Fix: give working days between 1 and 30 (the deadline is that many working days after the 差评)"],
-        id="callback-deadline-of-no-days",
+        edited(append="\n[ratings]\ncallback_working_days = -1\n"),
+        ["ratings.callback_working_days = -1: must be between 0 and 30. Fix: give working days between 0 and 30 (0: the same working day, by closing time)"],
+        id="callback-deadline-before-the-rating",
     ),
     pytest.param(
         'windows = ["w1", "w2"]\n\n' + VALID.split("[[windows]]")[0],

@@ -133,11 +133,13 @@ def test_a_calendar_from_the_county_reschedules_open_followups_and_maintenance_r
         # The calendar is applied all the same (not refused), and the failure is logged.
         assert "state.applied" in types(d) and "command.rejected" not in types(d) and rescheduled(d) == []
         assert "could not reschedule follow-ups on the hall calendar" in caplog.text
-        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+        # Whether 2027 is still in use is known only once the follow-ups are counted again.
+        assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
         monkeypatch.undo()
         d.maintenance()
         d.maintenance()
         assert rescheduled(d) == [("2027-01-07T10:12:00+08:00", "2027-01-08T10:12:00+08:00")]
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
     finally:
         d.stop()
 
@@ -158,6 +160,56 @@ def test_a_calendar_that_leaves_out_a_year_in_use_raises_the_alarm_again(tmp_pat
         assert [e["type"] for e in d.store.recent_events(100)].count("alarm.raised") == 2
         d.router.handle("set", "county", "calendar", NEXT_YEAR.replace(b'"version": 1', b'"version": 3'), d.recorder.topics.desired("county", "calendar"))
         assert "calendar_year_unknown" not in active()
+    finally:
+        d.stop()
+
+
+def test_a_year_no_longer_in_use_raises_no_alarm_when_a_calendar_leaves_it_out(tmp_path):
+    d = _december_daemon(load_config(write_config(tmp_path / "dev")))
+    active = lambda: [a.code for a in d.store.active_alarms()]  # noqa: E731
+    try:
+        d.buttons.press("w1", "dissatisfied")
+        d.router.handle("set", "county", "calendar", NEXT_YEAR, d.recorder.topics.desired("county", "calendar"))
+        (followup,) = d.ratings.open_followups()
+        for outcome in ("called_back", "rectified"):
+            close = json.dumps({"command_id": outcome, "args": {"followup_id": followup["followup_id"], "outcome": outcome}}).encode()
+            d.router.handle("cmd", "device", "followup.close", close, d.recorder.topics.command("followup.close"))
+        assert d.ratings.open_followups() == []
+        # The county now sends this year alone: nothing counts on 2027 any more.
+        v2 = json.dumps({"version": 2, "data": {"years": {"2026": {"holidays": ["2026-12-14"]}}}}).encode()
+        d.router.handle("set", "county", "calendar", v2, d.recorder.topics.desired("county", "calendar"))
+        assert "calendar_year_unknown" not in active()
+    finally:
+        d.stop()
+
+
+def test_an_alarm_from_the_last_run_stands_until_the_followups_are_counted_on_a_synced_clock(tmp_path):
+    from datetime import datetime
+
+    from appliance.clock import HALL_TZ
+
+    config = load_config(write_config(tmp_path / "dev"))
+    d = _december_daemon(config)
+    try:
+        d.buttons.press("w1", "dissatisfied")  # into 2027: the alarm
+    finally:
+        d.stop()
+    # Closed while the daemon was down (as the county could have, had it run).
+    conn = sqlite3.connect(config.store.path)
+    conn.execute("UPDATE followups SET state = 'closed'")
+    conn.commit()
+    conn.close()
+    clock = FakeClock(datetime(2026, 12, 18, 9, 0, tzinfo=HALL_TZ), synced=False)
+    d = Daemon(config, clock=clock, simulate=True)
+    d.start()
+    try:
+        # No clock yet: the follow-ups are not counted, so the alarm is not judged.
+        assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
+        d.maintenance()
+        assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
+        clock.synced = True
+        d.maintenance()
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
     finally:
         d.stop()
 

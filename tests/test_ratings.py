@@ -207,6 +207,22 @@ def test_a_jammed_button_released_and_pressed_again_between_ticks_is_freed_then_
     assert c.edge(True) == ["unstuck", "press"]
 
 
+def test_a_flicker_of_a_jammed_button_settled_without_a_tick_does_not_free_it():
+    now = [0.0]
+    c = ContactDebouncer(lambda: now[0], debounce_s=0.05, stuck_after_s=20)
+    assert c.edge(True) == ["press"]
+    now[0] = 25.0
+    assert c.tick() == ["stuck"]
+    assert c.edge(False) == []
+    now[0] = 25.01
+    assert c.edge(True) == []  # closed again inside the lockout: waits to be settled
+    now[0] = 26.1  # no tick meanwhile (a late main loop); it was closed all along
+    assert c.edge(False) == []
+    now[0] = 26.3
+    assert c.edge(True) == []
+    assert c.stuck
+
+
 class JammedPin(MockPin):
     """A mock pin whose contact stays closed whatever pull is set (GPIO 17 jammed at power-on)."""
 
@@ -359,6 +375,28 @@ def test_the_countys_calendar_supplies_a_year_the_library_lacks(tmp_path):
 NEXT_YEAR = {"years": {"2027": {"holidays": ["2027-01-01", "2027-02-05", "2027-02-08", "2027-02-09", "2027-02-10", "2027-02-11"], "workdays": ["2027-02-14"]}}}
 
 
+@pytest.mark.parametrize(
+    ("pressed", "callback_due"),
+    [
+        pytest.param(at(2026, 11, 26, 10, 12), at(2026, 11, 26, 17, 30), id="a-working-morning"),
+        pytest.param(at(2026, 11, 26, 17, 45), at(2026, 11, 27, 17, 30), id="after-closing"),
+        pytest.param(at(2026, 11, 28, 10), at(2026, 11, 30, 17, 30), id="on-a-saturday"),
+        pytest.param(at(2026, 10, 2, 10), at(2026, 10, 8, 17, 30), id="in-national-day"),
+    ],
+)
+def test_a_call_back_within_0_working_days_is_due_by_closing_time(tmp_path, pressed, callback_due):
+    h = Hall(tmp_path, start=pressed)
+    try:
+        h.ratings.policy = RatingPolicy(callback_working_days=0, rectify_working_days=15)
+        h.tap("w1", "dissatisfied")
+        (opened,) = h.events("followup.opened")
+        assert opened["data"]["callback_due"] == callback_due.isoformat(timespec="seconds")
+        h.clock.advance(60)
+        assert h.ratings.check_overdue() == 0  # not overdue the moment it opens
+    finally:
+        h.close()
+
+
 def test_the_countys_calendar_arriving_counts_open_deadlines_again(tmp_path):
     # Thursday 17 December: fifteen working days run into 2027, which nobody has supplied yet.
     h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
@@ -454,7 +492,8 @@ def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_onl
         h.store.write_many("UPDATE followups SET opened_at = '1999-12-30T10:12:00+08:00' WHERE id = ?", [(first,)])
         h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": ["2027-01-01", "2027-01-04"]}}}))
         assert h.ratings.reschedule() == 0
-        assert h.alarms == [2027]
+        # 2027 reported at the press and again when its calendar was withdrawn; 1999 never.
+        assert h.alarms == [2027, 2027]
     finally:
         h.close()
 
