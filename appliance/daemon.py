@@ -737,11 +737,11 @@ class Daemon:
         level = require(args, "level", str)
         if level not in BY_CODE:
             raise CommandRejected(f"'{level}' is not a rating level; levels: {', '.join(BY_CODE)}", "level")
-        # The newest rating before the press, then a rating at this window after it: the
+        # The newest rating before the press, then one at this window and level after it: the
         # debouncer may refuse the press (a jammed button), and a press records at most one.
         before = self.store.rows("SELECT COALESCE(MAX(rowid), 0) FROM ratings")[0][0]
         self.buttons.press(window, level)
-        new = self.store.rows("SELECT seq FROM ratings WHERE rowid > ? AND window = ? ORDER BY rowid DESC LIMIT 1", (before, window))
+        new = self.store.rows("SELECT seq FROM ratings WHERE rowid > ? AND window = ? AND level = ? ORDER BY rowid DESC LIMIT 1", (before, window, level))
         return {"window": window, "level": level, "seq": new[0][0] if new else None, "recorded": bool(new)}
 
 

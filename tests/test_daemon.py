@@ -289,6 +289,20 @@ def test_a_press_on_a_held_button_is_reported_not_recorded(offline_daemon):
     assert d.store.rows("SELECT COUNT(*) FROM ratings")[0][0] == before == 1
 
 
+def test_a_press_on_a_held_button_is_not_reported_for_another_button_pressed_meanwhile(offline_daemon, monkeypatch):
+    d = offline_daemon
+    d.buttons.pin("w1", "satisfied").drive_low()  # held down
+    real = d.buttons.press
+
+    def with_a_neighbour(window, level):
+        real(window, "very_satisfied")  # somebody presses the next button at that window meanwhile
+        real(window, level)
+
+    monkeypatch.setattr(d.buttons, "press", with_a_neighbour)
+    result = ControlClient(d.config.control.socket).call("press", window="w1", level="satisfied")
+    assert result == {"window": "w1", "level": "satisfied", "seq": None, "recorded": False}
+
+
 @pytest.mark.parametrize(
     ("op", "args", "message"),
     [
