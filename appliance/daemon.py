@@ -205,7 +205,8 @@ class Daemon:
             )
         self.calendar = HallCalendar(
             c.hall.opening_hours,
-            on_unknown_year=lambda year: self._alarm_unknown_years(),
+            # Raised at once when a count first runs into such a year; judged every minute.
+            on_unknown_year=lambda year: self._alarm_unknown_years(counting=year),
         )
         self.roster = Roster(self.recorder, self.store, self.clock, self.calendar, {w.id: w.name for w in c.windows}, on_notice=self._notice)
         self.ratings = Ratings(
@@ -425,9 +426,8 @@ class Daemon:
             self.recorder.raise_alarm("disk_low", f"less than {store.floor_bytes >> 20} MB free beside the store; telemetry is paused, what people do is still recorded")
         if self.board and self._duty_text() != self._shown_duty:
             self.reload_hall_items()
-        if not self.ratings.counted_on_calendar():
-            self._reschedule(self.ratings.reschedule_if_stale)
-            self._alarm_unknown_years()  # judged once the recount has run
+        self._reschedule(self.ratings.reschedule_if_stale)
+        self._alarm_unknown_years()
         try:
             self.ratings.check_overdue()
         except StoreError as exc:
@@ -662,8 +662,6 @@ class Daemon:
         return [{k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in e.items()} for e in entries]
 
     def _load_calendar(self) -> None:
-        # An alarm from the last run stands until the follow-ups are counted on this calendar
-        # (not on an unsynchronised clock): _alarm_unknown_years.
         self._apply_calendar(self._stored_scopes("calendar"))
 
     def _apply_calendar(self, scopes: dict) -> None:
@@ -676,23 +674,32 @@ class Daemon:
         # newer holiday library); maintenance() counts what an unsynchronised clock or a
         # failed write left.
         self._reschedule(self.ratings.reschedule)
-        if self.clock.is_synced():
-            self.calendar.is_working_day(self.clock.now().date())  # today is in use (roster, board)
         # A calendar that leaves out a year in use (one an earlier version covered) puts that
         # year back on the weekday rule: the alarm comes back with it.
         self._alarm_unknown_years()
 
-    def _alarm_unknown_years(self) -> None:
+    def _alarm_unknown_years(self, counting: int | None = None) -> None:
         """Raise calendar_year_unknown for the years in use that no calendar knows, or clear it.
 
-        The years in use are those counted on since the last calendar was taken: the open
-        follow-ups' recount and today. Until that recount has run (it waits for a synchronised
-        clock) an alarm is not cleared, only raised.
+        In use: this year, and every year an open follow-up's deadlines ahead are counted
+        through (Ratings.years_in_use). Judged from the store each time (a calendar applied,
+        every maintenance round, a count running into such a year), so it never rests on
+        what was reported earlier. On an unsynchronised clock nothing is judged: its year may
+        be anything, and an alarm from before stands until the clock is right. ``counting``
+        is a year a count is running into right now (a 差评's deadlines, not yet written).
         """
-        years = self.calendar.unknown_years()
+        ratings = getattr(self, "ratings", None)
+        if ratings is None or not self.clock.is_synced():
+            return  # (still starting: the start applies the calendar and judges then)
+        now = self.clock.now()
+        try:
+            in_use = ratings.years_in_use(now) | {now.year} | ({counting} if counting else set())
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("could not read the years the follow-ups use (the next round tries again): %s", exc)
+            return
+        years = sorted(y for y in in_use if self.calendar.source(y) == "weekday_rule")
         if not years:
-            if self.ratings.counted_on_calendar():
-                self.recorder.clear_alarm("calendar_year_unknown")
+            self.recorder.clear_alarm("calendar_year_unknown")
             return
         named = ", ".join(str(y) for y in years)
         self.recorder.raise_alarm("calendar_year_unknown", f"no holiday calendar for {named}: working days follow the weekday rule until the county sends one")

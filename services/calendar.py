@@ -122,16 +122,11 @@ class HallCalendar:
     def set_county_years(self, years: dict[int, YearDays]) -> None:
         """Take the county's calendar (it wins over the library for the years it names).
 
-        The years reported unknown are forgotten: whoever counts on a year (the follow-ups'
-        recount, the roster, the board) reports it again if it is still unknown and in use.
+        A year still unknown is logged (and ``on_unknown_year`` called) again when next used.
         """
         self.county = dict(years)
         self._warned = set()
         self.generation += 1
-
-    def unknown_years(self) -> list[int]:
-        """Years used on the weekday rule, since the last calendar taken, that still have none."""
-        return sorted(y for y in set(self._warned) if self.source(y) == "weekday_rule")
 
     def source(self, year: int) -> str:
         """Where ``year``'s days come from: 'county', 'library' or 'weekday_rule'."""

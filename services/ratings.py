@@ -395,9 +395,28 @@ class Ratings:
             log.info("the hall calendar changed: %d open follow-up(s) rescheduled", moved)
         return moved
 
-    def counted_on_calendar(self) -> bool:
-        """True once the open follow-ups were counted on the calendar as it now stands."""
-        return self._counted_on == self.calendar.generation
+    def years_in_use(self, now: datetime) -> set[int]:
+        """The years the open, settled follow-ups' deadlines still ahead are counted through.
+
+        From where each was counted (``counted_from``, or ``opened_at`` for a row from before
+        schema 8) to its later deadline. Provisional ones are not in it: their start is a wrong
+        clock's until ``settle()``.
+        """
+        stamp = now.isoformat(timespec="seconds")
+        years: set[int] = set()
+        rows = self.store.rows(
+            "SELECT COALESCE(counted_from, opened_at), callback_due, rectify_due FROM followups"
+            " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?)",
+            (stamp, stamp),
+        )
+        for start, callback_due, rectify_due in rows:
+            try:
+                first = datetime.fromisoformat(start).year
+                last = max(datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due)).year
+            except (TypeError, ValueError):
+                continue  # an unreadable row: reschedule() reports it
+            years.update(range(first, last + 1))
+        return years
 
     def reschedule_if_stale(self) -> int:
         """``reschedule()`` unless it already ran on this calendar (maintenance calls it)."""

@@ -133,13 +133,11 @@ def test_a_calendar_from_the_county_reschedules_open_followups_and_maintenance_r
         # The calendar is applied all the same (not refused), and the failure is logged.
         assert "state.applied" in types(d) and "command.rejected" not in types(d) and rescheduled(d) == []
         assert "could not reschedule follow-ups on the hall calendar" in caplog.text
-        # Whether 2027 is still in use is known only once the follow-ups are counted again.
-        assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
         monkeypatch.undo()
         d.maintenance()
         d.maintenance()
         assert rescheduled(d) == [("2027-01-07T10:12:00+08:00", "2027-01-08T10:12:00+08:00")]
-        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
     finally:
         d.stop()
 
@@ -183,7 +181,7 @@ def test_a_year_no_longer_in_use_raises_no_alarm_when_a_calendar_leaves_it_out(t
         d.stop()
 
 
-def test_an_alarm_from_the_last_run_stands_until_the_followups_are_counted_on_a_synced_clock(tmp_path):
+def test_an_alarm_from_the_last_run_stands_until_the_clock_is_synced(tmp_path):
     from datetime import datetime
 
     from appliance.clock import HALL_TZ
@@ -203,11 +201,45 @@ def test_an_alarm_from_the_last_run_stands_until_the_followups_are_counted_on_a_
     d = Daemon(config, clock=clock, simulate=True)
     d.start()
     try:
-        # No clock yet: the follow-ups are not counted, so the alarm is not judged.
+        # No clock yet: this year may be anything, so the alarm is not judged.
         assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
         d.maintenance()
         assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
         clock.synced = True
+        d.maintenance()
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+    finally:
+        d.stop()
+
+
+def test_a_wrong_clocks_year_never_raises_the_calendar_alarm(tmp_path):
+    from datetime import datetime
+
+    from appliance.clock import HALL_TZ
+
+    clock = FakeClock(datetime(2000, 1, 1, 8, 5, tzinfo=HALL_TZ), synced=False)  # no RTC: the Pi's idea of time
+    d = Daemon(load_config(write_config(tmp_path / "dev")), clock=clock, simulate=True)
+    d.start()
+    try:
+        d.buttons.press("w1", "dissatisfied")  # deadlines counted in 2000, which no calendar knows
+        d.maintenance()
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+        clock.set_wall(datetime(2026, 11, 26, 10, 0, tzinfo=HALL_TZ), synced=True)
+        d.watch_clock()  # the follow-up is counted again from its true time
+        d.maintenance()
+        assert d.ratings.open_followups()[0]["provisional"] is False
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+    finally:
+        d.stop()
+
+
+def test_maintenance_corrects_a_calendar_alarm_that_no_longer_holds(tmp_path):
+    d = _december_daemon(load_config(write_config(tmp_path / "dev")))
+    try:
+        d.buttons.press("w1", "dissatisfied")
+        d.router.handle("set", "county", "calendar", NEXT_YEAR, d.recorder.topics.desired("county", "calendar"))
+        # A raise from another thread that read the calendar just before it changed, landing late.
+        d.recorder.raise_alarm("calendar_year_unknown", "no holiday calendar for 2027: working days follow the weekday rule until the county sends one")
         d.maintenance()
         assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
     finally:
