@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any, Callable
 
 from drivers.badge import NotSimulated, UntypeableCard, make_badge_reader
@@ -681,8 +682,9 @@ class Daemon:
     def _alarm_unknown_years(self, counting: int | None = None) -> None:
         """Raise calendar_year_unknown for the years in use that no calendar knows, or clear it.
 
-        In use: this year, and every year an open follow-up's deadlines ahead are counted
-        through (Ratings.years_in_use). Judged from the store each time (a calendar applied,
+        In use: this year (and tomorrow's: the roster plans the shifts around midnight), and
+        every year an open follow-up's deadlines ahead are counted through
+        (Ratings.years_in_use). Judged from the store each time (a calendar applied,
         every maintenance round, a count running into such a year), so it never rests on
         what was reported earlier. On an unsynchronised clock nothing is judged: its year may
         be anything, and an alarm from before stands until the clock is right. ``counting``
@@ -693,7 +695,7 @@ class Daemon:
             return  # (still starting: the start applies the calendar and judges then)
         now = self.clock.now()
         try:
-            in_use = ratings.years_in_use(now) | {now.year} | ({counting} if counting else set())
+            in_use = ratings.years_in_use(now) | {now.year, (now + timedelta(days=1)).year} | ({counting} if counting else set())
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not read the years the follow-ups use (the next round tries again): %s", exc)
             return

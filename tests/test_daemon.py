@@ -233,6 +233,24 @@ def test_a_wrong_clocks_year_never_raises_the_calendar_alarm(tmp_path):
         d.stop()
 
 
+@pytest.mark.parametrize(("day", "alarm"), [(30, False), (31, True)], ids=["30-december", "new-years-eve"])
+def test_on_new_years_eve_an_unknown_next_year_is_in_use(tmp_path, day, alarm):
+    from datetime import datetime
+
+    from appliance.clock import HALL_TZ
+
+    d = Daemon(load_config(write_config(tmp_path / "dev")), clock=FakeClock(datetime(2026, 12, day, 10, 0, tzinfo=HALL_TZ)), simulate=True)
+    d.start()
+    try:
+        d.maintenance()  # the roster plans tonight's shifts into 1 January
+        active = {a.code: a.detail for a in d.store.active_alarms()}
+        assert ("calendar_year_unknown" in active) is alarm
+        if alarm:
+            assert active["calendar_year_unknown"].startswith("no holiday calendar for 2027:")
+    finally:
+        d.stop()
+
+
 def test_maintenance_corrects_a_calendar_alarm_that_no_longer_holds(tmp_path):
     d = _december_daemon(load_config(write_config(tmp_path / "dev")))
     try:
