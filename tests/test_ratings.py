@@ -196,23 +196,25 @@ def test_a_jammed_button_that_flickers_open_is_still_one_jam(hall):
     assert len(hall.ratings_rows()) == 2
 
 
-def test_a_jammed_button_released_and_pressed_again_between_ticks_is_freed_then_pressed():
+def jammed_at(t: float) -> tuple[ContactDebouncer, list[float]]:
+    """A contact pressed at 0 and reported stuck at ``t``, with the clock to move it on."""
     now = [0.0]
     c = ContactDebouncer(lambda: now[0], debounce_s=0.05, stuck_after_s=20)
     assert c.edge(True) == ["press"]
-    now[0] = 30.0
+    now[0] = t
     assert c.tick() == ["stuck"]
+    return c, now
+
+
+def test_a_jammed_button_released_and_pressed_again_between_ticks_is_freed_then_pressed():
+    c, now = jammed_at(30.0)
     assert c.edge(False) == []
     now[0] = 35.0  # open for five seconds, nobody ticked
     assert c.edge(True) == ["unstuck", "press"]
 
 
 def test_a_flicker_of_a_jammed_button_settled_without_a_tick_does_not_free_it():
-    now = [0.0]
-    c = ContactDebouncer(lambda: now[0], debounce_s=0.05, stuck_after_s=20)
-    assert c.edge(True) == ["press"]
-    now[0] = 25.0
-    assert c.tick() == ["stuck"]
+    c, now = jammed_at(25.0)
     assert c.edge(False) == []
     now[0] = 25.01
     assert c.edge(True) == []  # closed again inside the lockout: waits to be settled
