@@ -398,23 +398,26 @@ class Ratings:
     def years_in_use(self, now: datetime) -> set[int]:
         """The years the open, settled follow-ups' deadlines still ahead are counted through.
 
-        From where each was counted (``counted_from``, or ``opened_at`` for a row from before
-        schema 8) to its later deadline. Provisional ones are not in it: their start is a wrong
-        clock's until ``settle()``.
+        From where each was counted (``counted_from``) to its later deadline. Provisional ones
+        are not in it: their start is a wrong clock's until ``settle()``. Nor is a row from
+        before schema 8 whose ``opened_at`` is in a year no calendar knows (a wrong clock's, kept
+        from an earlier boot): as in ``reschedule()``, nothing is counted from it.
         """
         stamp = now.isoformat(timespec="seconds")
         years: set[int] = set()
         rows = self.store.rows(
-            "SELECT COALESCE(counted_from, opened_at), callback_due, rectify_due FROM followups"
+            "SELECT counted_from, opened_at, callback_due, rectify_due FROM followups"
             " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?)",
             (stamp, stamp),
         )
-        for start, callback_due, rectify_due in rows:
+        for counted_from, opened_at, callback_due, rectify_due in rows:
             try:
-                first = datetime.fromisoformat(start).year
+                first = datetime.fromisoformat(counted_from or opened_at).year
                 last = max(datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due)).year
             except (TypeError, ValueError):
                 continue  # an unreadable row: reschedule() reports it
+            if counted_from is None and self.calendar.source(first) == "weekday_rule":
+                continue
             years.update(range(first, last + 1))
         return years
 

@@ -500,6 +500,23 @@ def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_onl
         h.close()
 
 
+def test_the_years_in_use_run_from_where_each_open_followup_was_counted_to_its_later_deadline(tmp_path):
+    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
+    try:
+        assert h.ratings.years_in_use(h.clock.now()) == set()
+        h.tap("w1", "dissatisfied")  # rectify by 8 January 2027
+        assert h.ratings.years_in_use(h.clock.now()) == {2026, 2027}
+        # A row of an older release, opened under a wrong clock's year: nothing is counted from it.
+        h.store.write_many("UPDATE followups SET counted_from = NULL, opened_at = '1999-12-30T10:12:00+08:00'", [()])
+        assert h.ratings.years_in_use(h.clock.now()) == set()
+        # Both deadlines passed: no longer in use.
+        h.store.write_many("UPDATE followups SET counted_from = '2026-12-17T10:12:00+08:00'", [()])
+        h.clock.advance(30 * 86400)
+        assert h.ratings.years_in_use(h.clock.now()) == set()
+    finally:
+        h.close()
+
+
 def test_a_followup_closed_while_it_is_counted_again_is_not_announced(tmp_path, monkeypatch):
     h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
     try:
