@@ -163,7 +163,10 @@ class ControlClient:
             raise ControlError(f"the daemon is busy or unreachable at {self.path} ({exc.strerror or exc}); try again") from None
         with s:
             try:
-                s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                try:
+                    s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # it answered (a refusal) and closed before reading the request: read that
                 line = s.makefile("rb").readline()
             except OSError as exc:
                 raise ControlError(f"the daemon did not answer: {exc}") from None

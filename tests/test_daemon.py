@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -376,6 +377,37 @@ def test_control_socket_answers_malformed_lines(tmp_path):
     assert server.dispatch(b'{"op": "x", "args": []}')["error"].startswith("malformed request")
     assert "over" in server.dispatch(b"x" * 70_000)["error"]
     server.stop()
+
+
+def test_a_refusal_sent_before_the_request_was_read_still_reaches_the_client(tmp_path):
+    """The daemon refuses a stranger at once and closes; the client's request then meets a
+    closed socket (EPIPE), and the refusal it was sent must still be what it reports."""
+    path = tmp_path / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    refused = threading.Event()
+
+    def refuse() -> None:
+        conn, _ = server.accept()
+        conn.sendall(b'{"ok": false, "error": "not allowed: join the appliance\'s group to use the control socket"}\n')
+        conn.close()
+        refused.set()
+
+    threading.Thread(target=refuse, daemon=True).start()
+    real_connect = socket.socket.connect
+
+    def connect_then_wait(self, address):
+        real_connect(self, address)
+        assert refused.wait(5)  # the request is sent only after the daemon has closed
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(socket.socket, "connect", connect_then_wait)
+            with pytest.raises(ControlError, match=r"^not allowed: join the appliance's group"):
+                ControlClient(path).call("status")
+    finally:
+        server.close()
 
 
 def test_control_socket_refuses_a_stranger_and_admits_the_group(tmp_path):
