@@ -40,6 +40,7 @@ from services.ratings import Ratings  # noqa: E402
 DEVICE = DeviceConfig(id="bench-hall-01", hall="基准测试政务服务中心", township="bench-township", county="bench-county")
 WINDOWS = (WindowConfig("w1", "综合受理窗口", (("very_satisfied", 5), ("satisfied", 6), ("basically_satisfied", 13)), None),)
 TARGET = 2.0
+GRADED = ("p50", "p99")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,7 +123,10 @@ def run(samples: int = 500, warmup: int = 50, reps: int = 5) -> dict:
             "bare_ms": {"median": bare, "min": min(sides["bare"][q]), "max": max(sides["bare"][q])},
             "ratio": ours / bare if bare else None,
         }
-    out["result"] = "PASS" if out["p99"]["ratio"] is not None and out["p99"]["ratio"] <= TARGET else "FAIL"
+    # The target is for both: p50 and p99 each at most TARGET × the bare insert.
+    for q in GRADED:
+        out[q]["result"] = "PASS" if out[q]["ratio"] is not None and out[q]["ratio"] <= TARGET else "FAIL"
+    out["result"] = "PASS" if all(out[q]["result"] == "PASS" for q in GRADED) else "FAIL"
     return out
 
 
@@ -133,7 +137,7 @@ def table(fig: dict) -> str:
     ]
     for q in ("p50", "p99", "max"):
         a, b = fig[q]["appliance_ms"], fig[q]["bare_ms"]
-        target = f"≤ {TARGET:g}× bare → {fig['result']}" if q == "p99" else "(info)"
+        target = f"≤ {TARGET:g}× bare → {fig[q]['result']}" if q in GRADED else "(info)"
         lines.append(f"{q:<12} {a['median']:.3f} [{a['min']:.3f}–{a['max']:.3f}]{'':<6} {b['median']:.3f} [{b['min']:.3f}–{b['max']:.3f}]{'':<9} {fig[q]['ratio']:>5.2f}×  {target}")
     return "\n".join(lines)
 
