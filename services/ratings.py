@@ -368,14 +368,8 @@ class Ratings:
         with self._count_lock:
             pass
         now = self.clock.now()
-        stamp = now.isoformat(timespec="seconds")
-        rows = self.store.rows(
-            "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
-            " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?) ORDER BY opened_at",
-            (stamp, stamp),
-        )
         moved = 0
-        for row in rows:
+        for row in self._settled_ahead(now):
             try:
                 spec = self._counted_again(row, now)
             except Exception:  # noqa: BLE001 - one unreadable row must not hold up the others
@@ -403,14 +397,8 @@ class Ratings:
         before schema 8 whose ``opened_at`` is in a year no calendar knows (a wrong clock's, kept
         from an earlier boot): as in ``reschedule()``, nothing is counted from it.
         """
-        stamp = now.isoformat(timespec="seconds")
         years: set[int] = set()
-        rows = self.store.rows(
-            "SELECT counted_from, opened_at, callback_due, rectify_due FROM followups"
-            " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?)",
-            (stamp, stamp),
-        )
-        for counted_from, opened_at, callback_due, rectify_due in rows:
+        for _fid, opened_at, callback_due, rectify_due, counted_from, _cb, _rd in self._settled_ahead(now):
             try:
                 first = datetime.fromisoformat(counted_from or opened_at).year
                 last = max(datetime.fromisoformat(callback_due), datetime.fromisoformat(rectify_due)).year
@@ -420,6 +408,16 @@ class Ratings:
                 continue
             years.update(range(first, last + 1))
         return years
+
+    def _settled_ahead(self, now: datetime) -> list[tuple]:
+        """Open, settled follow-ups with a deadline after ``now``, oldest first: what a recount
+        reads (id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days)."""
+        stamp = now.isoformat(timespec="seconds")
+        return self.store.rows(
+            "SELECT id, opened_at, callback_due, rectify_due, counted_from, callback_days, rectify_days FROM followups"
+            " WHERE state = 'open' AND provisional = 0 AND (callback_due > ? OR rectify_due > ?) ORDER BY opened_at",
+            (stamp, stamp),
+        )
 
     def reschedule_if_stale(self) -> int:
         """``reschedule()`` unless it already ran on this calendar (maintenance calls it)."""

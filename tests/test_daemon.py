@@ -234,6 +234,22 @@ def test_a_wrong_clocks_year_never_raises_the_calendar_alarm(tmp_path):
         d.stop()
 
 
+def test_a_store_that_cannot_be_read_leaves_the_calendar_alarm_as_it_was(tmp_path, monkeypatch, caplog):
+    d = _december_daemon(load_config(write_config(tmp_path / "dev")))
+    try:
+        d.buttons.press("w1", "dissatisfied")  # into 2027: the alarm
+        monkeypatch.setattr(d.ratings, "years_in_use", lambda now: (_ for _ in ()).throw(StoreError("disk I/O error")))
+        d.router.handle("set", "county", "calendar", NEXT_YEAR, d.recorder.topics.desired("county", "calendar"))
+        d.maintenance()
+        assert "calendar_year_unknown" in [a.code for a in d.store.active_alarms()]
+        assert "could not read the years the follow-ups use" in caplog.text
+        monkeypatch.undo()
+        d.maintenance()  # the next round judges it
+        assert "calendar_year_unknown" not in [a.code for a in d.store.active_alarms()]
+    finally:
+        d.stop()
+
+
 @pytest.mark.parametrize(("day", "alarm"), [(30, False), (31, True)], ids=["30-december", "new-years-eve"])
 def test_on_new_years_eve_an_unknown_next_year_is_in_use(tmp_path, day, alarm):
     from datetime import datetime
