@@ -399,41 +399,48 @@ def test_a_call_back_within_0_working_days_is_due_by_closing_time(tmp_path, pres
         h.close()
 
 
-def test_the_countys_calendar_arriving_counts_open_deadlines_again(tmp_path):
-    # Thursday 17 December: fifteen working days run into 2027, which nobody has supplied yet.
+@pytest.fixture
+def december(tmp_path):
+    """A synced hall on Thursday 17 December 2026, 10:12, with one 差评 at w1: its fifteen
+    working days run to 7 January 2027, which the library does not know (weekday rule)."""
     h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")  # opened; its deadline counts 1 January as a working day
-        h.clock.advance(60)
-        h.tap("w2", "dissatisfied")  # a second one, closed before the calendar comes
-        h.clock.advance(60)
-        h.tap("w1", "satisfied")
-        first, second = (e["data"] for e in h.events("followup.opened"))
-        assert first["rectify_due"] == "2027-01-07T10:12:00+08:00"
-        with h.store.transaction() as conn:
-            h.ratings.apply_close(conn, h.ratings.validate_close({"followup_id": second["followup_id"], "outcome": "unfounded"}))
-        h.clock.set_wall(at(2026, 12, 21, 10, 41))
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        assert h.ratings.reschedule() == 1
-        (moved,) = h.events("followup.rescheduled")
-        assert moved["stream"] == "telemetry"
-        assert moved["data"] == {
-            "followup_id": first["followup_id"],
-            "callback_due": "2026-12-18T10:12:00+08:00",
-            "rectify_due": "2027-01-08T10:12:00+08:00",
-            "previous_callback_due": "2026-12-18T10:12:00+08:00",
-            "previous_rectify_due": "2027-01-07T10:12:00+08:00",
-        }
-        assert [(f["followup_id"], f["rectify_due"]) for f in h.ratings.open_followups()] == [(first["followup_id"], "2027-01-08T10:12:00+08:00")]
-        # Counted again on the same calendar, nothing moves and nothing more is sent.
-        assert h.ratings.reschedule() == 0
-        assert len(h.events("followup.rescheduled")) == 1
-        # A correction that gives the day back moves it back: the count keeps its start and its days.
-        h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": [], "workdays": []}}}))
-        assert h.ratings.reschedule() == 1
-        assert h.events("followup.rescheduled")[1]["data"]["rectify_due"] == "2027-01-07T10:12:00+08:00"
-    finally:
-        h.close()
+    h.tap("w1", "dissatisfied")
+    yield h
+    h.close()
+
+
+def test_the_countys_calendar_arriving_counts_open_deadlines_again(december):
+    # Thursday 17 December: fifteen working days run into 2027, which nobody has supplied yet;
+    # the follow-up's deadline counts 1 January as a working day.
+    h = december
+    h.clock.advance(60)
+    h.tap("w2", "dissatisfied")  # a second one, closed before the calendar comes
+    h.clock.advance(60)
+    h.tap("w1", "satisfied")
+    first, second = (e["data"] for e in h.events("followup.opened"))
+    assert first["rectify_due"] == "2027-01-07T10:12:00+08:00"
+    with h.store.transaction() as conn:
+        h.ratings.apply_close(conn, h.ratings.validate_close({"followup_id": second["followup_id"], "outcome": "unfounded"}))
+    h.clock.set_wall(at(2026, 12, 21, 10, 41))
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    assert h.ratings.reschedule() == 1
+    (moved,) = h.events("followup.rescheduled")
+    assert moved["stream"] == "telemetry"
+    assert moved["data"] == {
+        "followup_id": first["followup_id"],
+        "callback_due": "2026-12-18T10:12:00+08:00",
+        "rectify_due": "2027-01-08T10:12:00+08:00",
+        "previous_callback_due": "2026-12-18T10:12:00+08:00",
+        "previous_rectify_due": "2027-01-07T10:12:00+08:00",
+    }
+    assert [(f["followup_id"], f["rectify_due"]) for f in h.ratings.open_followups()] == [(first["followup_id"], "2027-01-08T10:12:00+08:00")]
+    # Counted again on the same calendar, nothing moves and nothing more is sent.
+    assert h.ratings.reschedule() == 0
+    assert len(h.events("followup.rescheduled")) == 1
+    # A correction that gives the day back moves it back: the count keeps its start and its days.
+    h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": [], "workdays": []}}}))
+    assert h.ratings.reschedule() == 1
+    assert h.events("followup.rescheduled")[1]["data"]["rectify_due"] == "2027-01-07T10:12:00+08:00"
 
 
 def test_a_reschedule_keeps_the_working_days_and_start_the_followup_was_counted_with(tmp_path):
@@ -469,35 +476,31 @@ def test_a_provisional_followup_is_left_to_settle_and_counts_on_the_calendar_of_
         h.close()
 
 
-def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_only_ever_later(tmp_path):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.clock.advance(60)
-        h.tap("w2", "dissatisfied")
-        first, second = (e["data"]["followup_id"] for e in h.events("followup.opened"))
-        # As the rows of an older release: nothing kept of the count; the second one had been
-        # counted from a later sync, so its recorded deadline is later than opened_at gives.
-        h.store.write_many("UPDATE followups SET counted_from = NULL, callback_days = NULL, rectify_days = NULL WHERE id = ?", [(first,), (second,)])
-        h.store.write_many("UPDATE followups SET rectify_due = '2027-01-12T10:13:00+08:00' WHERE id = ?", [(second,)])
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        assert h.ratings.reschedule() == 1
-        (moved,) = h.events("followup.rescheduled")
-        assert (moved["data"]["followup_id"], moved["data"]["rectify_due"]) == (first, "2027-01-08T10:12:00+08:00")
-        assert h.store.rows("SELECT rectify_due, counted_from FROM followups WHERE id = ?", (second,)) == [("2027-01-12T10:13:00+08:00", None)]
-        assert h.ratings.reschedule() == 0  # as every maintenance round does
-        # The holiday withdrawn: a row whose start is not known does not move back.
-        h.calendar.set_county_years({})
-        assert h.ratings.reschedule() == 0
-        assert h.store.rows("SELECT rectify_due, counted_from FROM followups WHERE id = ?", (first,)) == [("2027-01-08T10:12:00+08:00", None)]
-        # One opened under a wrong clock's year is not counted from it.
-        h.store.write_many("UPDATE followups SET opened_at = '1999-12-30T10:12:00+08:00' WHERE id = ?", [(first,)])
-        h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": ["2027-01-01", "2027-01-04"]}}}))
-        assert h.ratings.reschedule() == 0
-        # 2027 reported at the press and again when its calendar was withdrawn; 1999 never.
-        assert h.alarms == [2027, 2027]
-    finally:
-        h.close()
+def test_a_followup_opened_before_schema_8_is_rescheduled_from_opened_at_and_only_ever_later(december):
+    h = december
+    h.clock.advance(60)
+    h.tap("w2", "dissatisfied")
+    first, second = (e["data"]["followup_id"] for e in h.events("followup.opened"))
+    # As the rows of an older release: nothing kept of the count; the second one had been
+    # counted from a later sync, so its recorded deadline is later than opened_at gives.
+    h.store.write_many("UPDATE followups SET counted_from = NULL, callback_days = NULL, rectify_days = NULL WHERE id = ?", [(first,), (second,)])
+    h.store.write_many("UPDATE followups SET rectify_due = '2027-01-12T10:13:00+08:00' WHERE id = ?", [(second,)])
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    assert h.ratings.reschedule() == 1
+    (moved,) = h.events("followup.rescheduled")
+    assert (moved["data"]["followup_id"], moved["data"]["rectify_due"]) == (first, "2027-01-08T10:12:00+08:00")
+    assert h.store.rows("SELECT rectify_due, counted_from FROM followups WHERE id = ?", (second,)) == [("2027-01-12T10:13:00+08:00", None)]
+    assert h.ratings.reschedule() == 0  # as every maintenance round does
+    # The holiday withdrawn: a row whose start is not known does not move back.
+    h.calendar.set_county_years({})
+    assert h.ratings.reschedule() == 0
+    assert h.store.rows("SELECT rectify_due, counted_from FROM followups WHERE id = ?", (first,)) == [("2027-01-08T10:12:00+08:00", None)]
+    # One opened under a wrong clock's year is not counted from it.
+    h.store.write_many("UPDATE followups SET opened_at = '1999-12-30T10:12:00+08:00' WHERE id = ?", [(first,)])
+    h.calendar.set_county_years(validate_calendar({"years": {"2027": {"holidays": ["2027-01-01", "2027-01-04"]}}}))
+    assert h.ratings.reschedule() == 0
+    # 2027 reported at the press and again when its calendar was withdrawn; 1999 never.
+    assert h.alarms == [2027, 2027]
 
 
 def test_the_years_in_use_run_from_where_each_open_followup_was_counted_to_its_later_deadline(tmp_path):
@@ -517,166 +520,135 @@ def test_the_years_in_use_run_from_where_each_open_followup_was_counted_to_its_l
         h.close()
 
 
-def test_a_followup_closed_while_it_is_counted_again_is_not_announced(tmp_path, monkeypatch):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        (fid,) = (e["data"]["followup_id"] for e in h.events("followup.opened"))
-        read = h.store.rows
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+def test_a_followup_closed_while_it_is_counted_again_is_not_announced(december, monkeypatch):
+    h = december
+    (fid,) = (e["data"]["followup_id"] for e in h.events("followup.opened"))
+    read = h.store.rows
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
 
-        def rows_then_close(sql, params=()):
-            out = read(sql, params)
-            if "FROM followups" in sql:
-                monkeypatch.setattr(h.store, "rows", read)
-                with h.store.transaction() as conn:  # the county's close lands in between
-                    h.ratings.apply_close(conn, h.ratings.validate_close({"followup_id": fid, "outcome": "rectified"}))
-            return out
+    def rows_then_close(sql, params=()):
+        out = read(sql, params)
+        if "FROM followups" in sql:
+            monkeypatch.setattr(h.store, "rows", read)
+            with h.store.transaction() as conn:  # the county's close lands in between
+                h.ratings.apply_close(conn, h.ratings.validate_close({"followup_id": fid, "outcome": "rectified"}))
+        return out
 
-        monkeypatch.setattr(h.store, "rows", rows_then_close)
-        assert h.ratings.reschedule() == 0
-        assert h.events("followup.rescheduled") == []
-        assert read("SELECT state, rectify_due FROM followups") == [("closed", "2027-01-07T10:12:00+08:00")]
-    finally:
-        h.close()
+    monkeypatch.setattr(h.store, "rows", rows_then_close)
+    assert h.ratings.reschedule() == 0
+    assert h.events("followup.rescheduled") == []
+    assert read("SELECT state, rectify_due FROM followups") == [("closed", "2027-01-07T10:12:00+08:00")]
 
 
-def test_no_overdue_notice_names_deadlines_rescheduled_while_it_was_written(tmp_path, monkeypatch):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.clock.advance(86400 + 60)  # Friday: the call-back is overdue
-        read = h.store.rows
+def test_no_overdue_notice_names_deadlines_rescheduled_while_it_was_written(december, monkeypatch):
+    h = december
+    h.clock.advance(86400 + 60)  # Friday: the call-back is overdue
+    read = h.store.rows
 
-        def rows_then_reschedule(sql, params=()):
-            out = read(sql, params)
-            if "overdue_notified" in sql:
-                monkeypatch.setattr(h.store, "rows", read)
-                h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-                assert h.ratings.reschedule() == 1
-            return out
+    def rows_then_reschedule(sql, params=()):
+        out = read(sql, params)
+        if "overdue_notified" in sql:
+            monkeypatch.setattr(h.store, "rows", read)
+            h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+            assert h.ratings.reschedule() == 1
+        return out
 
-        monkeypatch.setattr(h.store, "rows", rows_then_reschedule)
-        assert h.ratings.check_overdue() == 0
-        assert h.events("followup.overdue") == []
-        assert h.ratings.check_overdue() == 1  # the next round, with the deadlines as they are now
-        assert h.events("followup.overdue")[0]["data"]["rectify_due"] == "2027-01-08T10:12:00+08:00"
-    finally:
-        h.close()
+    monkeypatch.setattr(h.store, "rows", rows_then_reschedule)
+    assert h.ratings.check_overdue() == 0
+    assert h.events("followup.overdue") == []
+    assert h.ratings.check_overdue() == 1  # the next round, with the deadlines as they are now
+    assert h.events("followup.overdue")[0]["data"]["rectify_due"] == "2027-01-08T10:12:00+08:00"
 
 
-def test_a_later_calendar_that_leaves_a_year_out_moves_nothing(tmp_path):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        assert h.ratings.reschedule() == 1
-        # The county's next notice names 2028 alone: 2027 falls back to the weekday rule, which
-        # is no knowledge. The deadline told on the county's 2027 stands.
-        h.calendar.set_county_years(validate_calendar({"years": {"2028": {"holidays": ["2028-01-03"]}}}))
-        assert h.ratings.reschedule() == 0
-        assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-08T10:12:00+08:00"]
-    finally:
-        h.close()
+def test_a_later_calendar_that_leaves_a_year_out_moves_nothing(december):
+    h = december
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    assert h.ratings.reschedule() == 1
+    # The county's next notice names 2028 alone: 2027 falls back to the weekday rule, which
+    # is no knowledge. The deadline told on the county's 2027 stands.
+    h.calendar.set_county_years(validate_calendar({"years": {"2028": {"holidays": ["2028-01-03"]}}}))
+    assert h.ratings.reschedule() == 0
+    assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-08T10:12:00+08:00"]
 
 
-def test_each_deadline_is_judged_on_its_own_years(tmp_path):
+def test_each_deadline_is_judged_on_its_own_years(december):
     # 2027 is still unknown; the county gives 2026 a day off on Friday 18 December. The call-back
     # count stays in 2026 and moves; the rectification count runs into 2027 and stays as told.
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-18"]}}}))
-        assert h.ratings.reschedule() == 1
-        moved = h.events("followup.rescheduled")[0]["data"]
-        assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-21T10:12:00+08:00", "2027-01-07T10:12:00+08:00")
-    finally:
-        h.close()
+    h = december
+    h.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-18"]}}}))
+    assert h.ratings.reschedule() == 1
+    moved = h.events("followup.rescheduled")[0]["data"]
+    assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-21T10:12:00+08:00", "2027-01-07T10:12:00+08:00")
 
 
-def test_a_failed_write_leaves_the_count_to_the_next_round(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_count_to_the_next_round(december, monkeypatch):
     from appliance.errors import StoreError
 
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        record = h.recorder.record_together
+    h = december
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    record = h.recorder.record_together
 
-        def full(events):
-            raise StoreError("disk I/O error")
+    def full(events):
+        raise StoreError("disk I/O error")
 
-        monkeypatch.setattr(h.recorder, "record_together", full)
-        with pytest.raises(StoreError):
-            h.ratings.reschedule_if_stale()
-        monkeypatch.setattr(h.recorder, "record_together", record)
-        assert h.ratings.reschedule_if_stale() == 1
-        assert h.ratings.reschedule_if_stale() == 0
-    finally:
-        h.close()
-
-def test_a_deadline_passed_stands_and_none_moves_earlier_into_the_past(tmp_path):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        assert h.ratings.reschedule() == 1  # rectify 7 → 8 January
-        # Saturday 19 December: the call-back deadline (Friday) has passed. Friday 18 December
-        # declared a day off moves the rectification deadline, not the passed call-back one.
-        h.clock.set_wall(at(2026, 12, 19, 9))
-        h.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-18"]}, **NEXT_YEAR["years"]}}))
-        assert h.ratings.reschedule() == 1
-        moved = h.events("followup.rescheduled")[-1]["data"]
-        assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-18T10:12:00+08:00", "2027-01-11T10:12:00+08:00")
-        # 8 January, noon: taking both days off back would put the deadline at 7 January,
-        # already past. It stays.
-        h.clock.set_wall(at(2027, 1, 8, 12))
-        h.calendar.set_county_years(validate_calendar({"years": {"2026": {}, "2027": {}}}))
-        assert h.ratings.reschedule() == 0
-        assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-11T10:12:00+08:00"]
-    finally:
-        h.close()
+    monkeypatch.setattr(h.recorder, "record_together", full)
+    with pytest.raises(StoreError):
+        h.ratings.reschedule_if_stale()
+    monkeypatch.setattr(h.recorder, "record_together", record)
+    assert h.ratings.reschedule_if_stale() == 1
+    assert h.ratings.reschedule_if_stale() == 0
 
 
-def test_nothing_is_counted_again_while_the_clock_is_unsynchronised_and_maintenance_catches_up(tmp_path, monkeypatch):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        assert h.ratings.reschedule_if_stale() == 0  # counted once on this calendar: nothing moved
-        reads = []
-        rows = h.store.rows
-        monkeypatch.setattr(h.store, "rows", lambda sql, params=(): reads.append(sql) or rows(sql, params))
-        assert h.ratings.reschedule_if_stale() == 0 and reads == []  # the same calendar: not even a read
-        h.clock.synced = False  # a reboot before NTP
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        assert h.ratings.reschedule() == 0 and reads == []
-        h.clock.synced = True
-        assert h.ratings.reschedule_if_stale() == 1
-        assert h.ratings.reschedule_if_stale() == 0
-        assert len(h.events("followup.rescheduled")) == 1
-    finally:
-        h.close()
+def test_a_deadline_passed_stands_and_none_moves_earlier_into_the_past(december):
+    h = december
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    assert h.ratings.reschedule() == 1  # rectify 7 → 8 January
+    # Saturday 19 December: the call-back deadline (Friday) has passed. Friday 18 December
+    # declared a day off moves the rectification deadline, not the passed call-back one.
+    h.clock.set_wall(at(2026, 12, 19, 9))
+    h.calendar.set_county_years(validate_calendar({"years": {"2026": {"holidays": ["2026-12-18"]}, **NEXT_YEAR["years"]}}))
+    assert h.ratings.reschedule() == 1
+    moved = h.events("followup.rescheduled")[-1]["data"]
+    assert (moved["callback_due"], moved["rectify_due"]) == ("2026-12-18T10:12:00+08:00", "2027-01-11T10:12:00+08:00")
+    # 8 January, noon: taking both days off back would put the deadline at 7 January,
+    # already past. It stays.
+    h.clock.set_wall(at(2027, 1, 8, 12))
+    h.calendar.set_county_years(validate_calendar({"years": {"2026": {}, "2027": {}}}))
+    assert h.ratings.reschedule() == 0
+    assert [f["rectify_due"] for f in h.ratings.open_followups()] == ["2027-01-11T10:12:00+08:00"]
 
 
-def test_two_counts_at_once_announce_one_move(tmp_path, monkeypatch):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        read = h.store.rows
+def test_nothing_is_counted_again_while_the_clock_is_unsynchronised_and_maintenance_catches_up(december, monkeypatch):
+    h = december
+    assert h.ratings.reschedule_if_stale() == 0  # counted once on this calendar: nothing moved
+    reads = []
+    rows = h.store.rows
+    monkeypatch.setattr(h.store, "rows", lambda sql, params=(): reads.append(sql) or rows(sql, params))
+    assert h.ratings.reschedule_if_stale() == 0 and reads == []  # the same calendar: not even a read
+    h.clock.synced = False  # a reboot before NTP
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    assert h.ratings.reschedule() == 0 and reads == []
+    h.clock.synced = True
+    assert h.ratings.reschedule_if_stale() == 1
+    assert h.ratings.reschedule_if_stale() == 0
+    assert len(h.events("followup.rescheduled")) == 1
 
-        def rows_then_count(sql, params=()):
-            out = read(sql, params)
-            if "FROM followups" in sql:
-                monkeypatch.setattr(h.store, "rows", read)
-                assert h.ratings.reschedule() == 1  # the maintenance round's count, from the other thread, lands first
-            return out
 
-        monkeypatch.setattr(h.store, "rows", rows_then_count)
-        assert h.ratings.reschedule() == 0
-        assert len(h.events("followup.rescheduled")) == 1
-    finally:
-        h.close()
+def test_two_counts_at_once_announce_one_move(december, monkeypatch):
+    h = december
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    read = h.store.rows
+
+    def rows_then_count(sql, params=()):
+        out = read(sql, params)
+        if "FROM followups" in sql:
+            monkeypatch.setattr(h.store, "rows", read)
+            assert h.ratings.reschedule() == 1  # the maintenance round's count, from the other thread, lands first
+        return out
+
+    monkeypatch.setattr(h.store, "rows", rows_then_count)
+    assert h.ratings.reschedule() == 0
+    assert len(h.events("followup.rescheduled")) == 1
 
 
 def test_a_count_waits_for_a_press_counting_on_the_old_calendar(tmp_path, monkeypatch):
@@ -712,22 +684,18 @@ def test_a_count_waits_for_a_press_counting_on_the_old_calendar(tmp_path, monkey
         h.close()
 
 
-def test_a_followup_that_cannot_be_counted_is_logged_once_and_the_others_still_move(tmp_path, caplog):
-    h = Hall(tmp_path, start=at(2026, 12, 17, 10, 12))
-    try:
-        h.tap("w1", "dissatisfied")
-        h.clock.advance(60)
-        h.tap("w2", "dissatisfied")
-        bad, good = (e["data"]["followup_id"] for e in h.events("followup.opened"))
-        h.store.write_many("UPDATE followups SET counted_from = 'yesterday' WHERE id = ?", [(bad,)])
-        h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
-        assert h.ratings.reschedule() == 1
-        assert [e["data"]["followup_id"] for e in h.events("followup.rescheduled")] == [good]
-        h.calendar.set_county_years(validate_calendar({"years": {"2027": {}}}))
-        h.ratings.reschedule()
-        assert caplog.text.count(f"follow-up {bad} cannot be counted again") == 1
-    finally:
-        h.close()
+def test_a_followup_that_cannot_be_counted_is_logged_once_and_the_others_still_move(december, caplog):
+    h = december
+    h.clock.advance(60)
+    h.tap("w2", "dissatisfied")
+    bad, good = (e["data"]["followup_id"] for e in h.events("followup.opened"))
+    h.store.write_many("UPDATE followups SET counted_from = 'yesterday' WHERE id = ?", [(bad,)])
+    h.calendar.set_county_years(validate_calendar(NEXT_YEAR))
+    assert h.ratings.reschedule() == 1
+    assert [e["data"]["followup_id"] for e in h.events("followup.rescheduled")] == [good]
+    h.calendar.set_county_years(validate_calendar({"years": {"2027": {}}}))
+    h.ratings.reschedule()
+    assert caplog.text.count(f"follow-up {bad} cannot be counted again") == 1
 
 @pytest.mark.parametrize(
     ("data", "field"),
